@@ -1,0 +1,61 @@
+//! Attribute macros of `mayfly-guest`. Use them through `mayfly_guest`, not directly.
+
+use proc_macro::{Delimiter, TokenStream, TokenTree};
+
+/// Marks a function as the HTTP handler of a web process type.
+///
+/// See `mayfly_guest::http_handler` for the documentation.
+#[proc_macro_attribute]
+pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return compile_error("#[http_handler] takes no arguments");
+    }
+    let name = match handler_name(&item) {
+        Ok(name) => name,
+        Err(message) => return compile_error(message),
+    };
+    let glue: TokenStream = format!(
+        "const _: () = {{
+            struct __MayflyHttpHandler;
+            impl ::mayfly_guest::__private::IncomingHandler for __MayflyHttpHandler {{
+                fn handle(
+                    request: ::mayfly_guest::__private::IncomingRequest,
+                    response_out: ::mayfly_guest::__private::ResponseOutparam,
+                ) {{
+                    ::mayfly_guest::http::__dispatch(request, response_out, {name});
+                }}
+            }}
+            ::mayfly_guest::__private::export_http!(
+                __MayflyHttpHandler with_types_in ::mayfly_guest::__private::http_world
+            );
+        }};"
+    )
+    .parse()
+    .expect("generated glue is valid Rust");
+    let mut out = item;
+    out.extend(glue);
+    out
+}
+
+/// Finds `NAME` in `... fn NAME ...`. Parsing by hand keeps this crate free of
+/// dependencies (no `syn`), which keeps guest builds fast.
+fn handler_name(item: &TokenStream) -> Result<String, &'static str> {
+    let mut tokens = item.clone().into_iter();
+    while let Some(token) = tokens.next() {
+        match token {
+            TokenTree::Ident(ident) if ident.to_string() == "fn" => {
+                return match tokens.next() {
+                    Some(TokenTree::Ident(name)) => Ok(name.to_string()),
+                    _ => Err("expected a function name after `fn`"),
+                };
+            }
+            TokenTree::Group(group) if group.delimiter() == Delimiter::Brace => break,
+            _ => {}
+        }
+    }
+    Err("#[http_handler] goes on a function: `fn handle(req: Request) -> Response`")
+}
+
+fn compile_error(message: &str) -> TokenStream {
+    format!("compile_error!({message:?});").parse().unwrap()
+}

@@ -1,0 +1,274 @@
+//! `mayfly.toml`: the process types of an app and their limits.
+//!
+//! Parsing is strict (unknown keys are errors) so a typo never silently falls
+//! back to a default. Every error names the file, and TOML errors carry the
+//! line, the column and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Deserializer};
+
+/// The default manifest file name, looked up in the current directory.
+pub const DEFAULT_MANIFEST: &str = "mayfly.toml";
+
+/// A parsed manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// Its directory: relative paths in the manifest are relative to it.
+    pub dir: PathBuf,
+    /// Process types by name, in name order.
+    pub processes: BTreeMap<String, ProcessType>,
+}
+
+/// What a process type runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Serves HTTP with a component exporting `wasi:http/incoming-handler`.
+    Http,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::Http => f.write_str("http"),
+        }
+    }
+}
+
+/// One `[process.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct ProcessType {
+    pub name: String,
+    pub kind: Kind,
+    /// Absolute path of the component.
+    pub component: PathBuf,
+    /// Shell command that builds the component, run in the manifest's directory.
+    pub build: Option<String>,
+    /// TCP port (the `PORT` environment variable overrides it).
+    pub port: u16,
+    /// Instances alive at once; past it, requests get 503 at once.
+    pub concurrency: u32,
+    /// Wall-clock budget of one request.
+    pub deadline: Duration,
+    /// Linear memory limit of one instance, in bytes.
+    pub memory: u64,
+    /// Largest accepted request body, in bytes.
+    pub max_body: u64,
+    /// The only environment variables a guest sees.
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    process: BTreeMap<String, RawProcess>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcess {
+    kind: Kind,
+    component: PathBuf,
+    build: Option<String>,
+    #[serde(default = "defaults::port")]
+    port: u16,
+    #[serde(default = "defaults::concurrency")]
+    concurrency: u32,
+    #[serde(default = "defaults::deadline", deserialize_with = "duration")]
+    deadline: Duration,
+    #[serde(default = "defaults::memory", deserialize_with = "size")]
+    memory: u64,
+    #[serde(default = "defaults::max_body", deserialize_with = "size")]
+    max_body: u64,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn port() -> u16 {
+        8080
+    }
+    pub fn concurrency() -> u32 {
+        256
+    }
+    pub fn deadline() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn memory() -> u64 {
+        64 << 20
+    }
+    pub fn max_body() -> u64 {
+        10 << 20
+    }
+}
+
+/// Parses durations such as `"30s"`, `"500ms"` or `"5m"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("`{text}` is not a duration ({err}): write it like \"30s\", \"500ms\" or \"5m\""))
+}
+
+/// Parses sizes such as `"64MiB"`, `"512KiB"` or `"1GB"`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| format!("`{text}` is not a size: write it like \"64MiB\", \"512KiB\" or \"1GB\""))
+}
+
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn size<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_size(&text).map_err(serde::de::Error::custom)
+}
+
+impl Manifest {
+    /// Reads and checks a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no manifest at {}: create a mayfly.toml there (see examples/hello/mayfly.toml) \
+                 or pass --manifest PATH",
+                path.display()
+            ),
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read manifest {}", path.display()))
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    /// Parses manifest text; `path` is used for messages and relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest> {
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|err| anyhow::anyhow!("invalid manifest {}: {err}", path.display()))?;
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = std::path::absolute(dir)
+            .with_context(|| format!("cannot resolve the directory of {}", path.display()))?;
+        if raw.process.is_empty() {
+            bail!(
+                "manifest {} declares no process type: add a [process.web] table with `kind` and `component`",
+                path.display()
+            );
+        }
+        let mut processes = BTreeMap::new();
+        for (name, raw) in raw.process {
+            let problem = |what: &str| anyhow::anyhow!("manifest {}: [process.{name}] {what}", path.display());
+            if raw.concurrency == 0 {
+                return Err(problem("`concurrency` must be at least 1"));
+            }
+            if raw.deadline.is_zero() {
+                return Err(problem("`deadline` must be longer than zero"));
+            }
+            if raw.memory < 64 * 1024 {
+                return Err(problem("`memory` must be at least 64KiB (one wasm page)"));
+            }
+            processes.insert(
+                name.clone(),
+                ProcessType {
+                    kind: raw.kind,
+                    component: dir.join(&raw.component),
+                    build: raw.build,
+                    port: raw.port,
+                    concurrency: raw.concurrency,
+                    deadline: raw.deadline,
+                    memory: raw.memory,
+                    max_body: raw.max_body,
+                    env: raw.env,
+                    name,
+                },
+            );
+        }
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            dir,
+            processes,
+        })
+    }
+
+    /// The process type called `name`, or an error listing the ones there are.
+    pub fn process(&self, name: &str) -> Result<&ProcessType> {
+        self.processes.get(name).with_context(|| {
+            let known: Vec<&str> = self.processes.keys().map(String::as_str).collect();
+            format!(
+                "unknown process type `{name}`: {} declares {}",
+                self.path.display(),
+                known.join(", ")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(Path::new("/app/mayfly.toml"), text)
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_kind_and_component() {
+        let m = parse("[process.web]\nkind = \"http\"\ncomponent = \"web.wasm\"\n").unwrap();
+        let web = m.process("web").unwrap();
+        assert_eq!(web.component, Path::new("/app/web.wasm"));
+        assert_eq!(web.port, 8080);
+        assert_eq!(web.concurrency, 256);
+        assert_eq!(web.deadline, Duration::from_secs(30));
+        assert_eq!(web.memory, 64 << 20);
+        assert_eq!(web.max_body, 10 << 20);
+        assert!(web.env.is_empty());
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        let m = parse(
+            "[process.web]\nkind = \"http\"\ncomponent = \"w.wasm\"\ndeadline = \"250ms\"\nmemory = \"16MiB\"\nmax_body = \"1KiB\"\n",
+        )
+        .unwrap();
+        let web = m.process("web").unwrap();
+        assert_eq!(web.deadline, Duration::from_millis(250));
+        assert_eq!(web.memory, 16 << 20);
+        assert_eq!(web.max_body, 1024);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let err = parse("[process.web]\nkind = \"http\"\ncomponent = \"w.wasm\"\nprot = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/app/mayfly.toml"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("prot"), "{err}");
+
+        let err = parse("[process.web]\nkind = \"http\"\ncomponent = \"w.wasm\"\nmemory = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("64MiB"), "{err}");
+    }
+
+    #[test]
+    fn unknown_process_type_lists_known_ones() {
+        let m = parse("[process.web]\nkind = \"http\"\ncomponent = \"w.wasm\"\n").unwrap();
+        let err = m.process("wrker").unwrap_err().to_string();
+        assert!(err.contains("wrker") && err.contains("web"), "{err}");
+    }
+}
