@@ -22,8 +22,17 @@ pub struct Manifest {
     pub path: PathBuf,
     /// Its directory: relative paths in the manifest are relative to it.
     pub dir: PathBuf,
+    /// App-wide settings.
+    pub app: App,
     /// Process types by name, in name order.
     pub processes: BTreeMap<String, ProcessType>,
+}
+
+/// The `[app]` table.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// How long in-flight work may run after SIGTERM before it is cancelled.
+    pub grace: Duration,
 }
 
 /// What a process type runs.
@@ -51,6 +60,8 @@ pub struct ProcessType {
     pub component: PathBuf,
     /// Shell command that builds the component, run in the manifest's directory.
     pub build: Option<String>,
+    /// Address to listen on (the `HOST` environment variable overrides it).
+    pub host: String,
     /// TCP port (the `PORT` environment variable overrides it).
     pub port: u16,
     /// Instances alive at once; past it, requests get 503 at once.
@@ -69,7 +80,24 @@ pub struct ProcessType {
 #[serde(deny_unknown_fields)]
 struct RawManifest {
     #[serde(default)]
+    app: RawApp,
+    #[serde(default)]
     process: BTreeMap<String, RawProcess>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    #[serde(default = "defaults::grace", deserialize_with = "duration")]
+    grace: Duration,
+}
+
+impl Default for RawApp {
+    fn default() -> Self {
+        RawApp {
+            grace: defaults::grace(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,6 +106,8 @@ struct RawProcess {
     kind: Kind,
     component: PathBuf,
     build: Option<String>,
+    #[serde(default = "defaults::host")]
+    host: String,
     #[serde(default = "defaults::port")]
     port: u16,
     #[serde(default = "defaults::concurrency")]
@@ -95,6 +125,12 @@ struct RawProcess {
 mod defaults {
     use std::time::Duration;
 
+    pub fn grace() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn host() -> String {
+        "0.0.0.0".to_string()
+    }
     pub fn port() -> u16 {
         8080
     }
@@ -187,6 +223,7 @@ impl Manifest {
                     kind: raw.kind,
                     component: dir.join(&raw.component),
                     build: raw.build,
+                    host: raw.host,
                     port: raw.port,
                     concurrency: raw.concurrency,
                     deadline: raw.deadline,
@@ -200,6 +237,9 @@ impl Manifest {
         Ok(Manifest {
             path: path.to_path_buf(),
             dir,
+            app: App {
+                grace: raw.app.grace,
+            },
             processes,
         })
     }

@@ -1,0 +1,178 @@
+//! `mayfly bench churn`: how many fresh instances per second the host makes.
+//!
+//! Each iteration is exactly what a web request costs the host minus the
+//! network: a new store, an instance from the `InstancePre`, one call of the
+//! handler with a synthetic `GET /`, the whole response body read, the
+//! instance dropped. It goes through the same [`Handler`] as `mayfly run`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+
+use crate::engine::{self, Allocator, EngineOptions};
+use crate::http::Handler;
+use crate::instance::InstanceConfig;
+use crate::lifecycle::Shutdown;
+
+#[derive(Debug, Clone)]
+pub struct ChurnOptions {
+    pub component: PathBuf,
+    pub duration: Duration,
+    pub concurrency: u32,
+    pub allocator: Allocator,
+    pub json: bool,
+}
+
+/// The result of a run, as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub struct ChurnReport {
+    pub component: String,
+    pub allocator: Allocator,
+    pub concurrency: u32,
+    pub seconds: f64,
+    pub instances: u64,
+    pub errors: u64,
+    pub instances_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+pub fn churn(options: ChurnOptions) -> Result<ChurnReport> {
+    let concurrency = options.concurrency.max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(concurrency as usize)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(run(options.clone(), concurrency))?;
+    if options.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}: {} allocator, {} task(s), {:.1} s\n\
+             {:.0} instances/s ({} instances, {} errors)\n\
+             latency p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
+            report.component,
+            report.allocator,
+            report.concurrency,
+            report.seconds,
+            report.instances_per_sec,
+            report.instances,
+            report.errors,
+            report.p50_us,
+            report.p99_us,
+            report.p999_us,
+            report.max_us
+        );
+    }
+    Ok(report)
+}
+
+async fn run(options: ChurnOptions, concurrency: u32) -> Result<ChurnReport> {
+    let memory = 64 << 20;
+    let (engine, allocator) = engine::build(EngineOptions {
+        allocator: options.allocator,
+        instances: concurrency * 2,
+        memory,
+    })?;
+    engine::start_epoch_ticker(&engine);
+    let cache = engine::cache_dir(
+        options
+            .component
+            .parent()
+            .unwrap_or(std::path::Path::new(".")),
+    );
+    let component = engine::load_component(&engine, &options.component, &cache)?;
+    let config = InstanceConfig::new("bench.1", &Default::default(), memory, Duration::from_secs(30));
+    let handler = Arc::new(Handler::new(&engine, &component, config, Shutdown::new())?);
+
+    // One warm-up call: surfaces a broken component before the clock starts.
+    once(&handler).await.context("the component failed on a synthetic GET /")?;
+
+    let progress = (!options.json && std::io::stdout().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(options.duration.as_millis() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {elapsed}/{duration} {msg}")
+                .expect("valid template"),
+        );
+        bar
+    });
+
+    let started = Instant::now();
+    let end = started + options.duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let handler = handler.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).expect("valid histogram");
+            let mut errors = 0u64;
+            while Instant::now() < end {
+                let t0 = Instant::now();
+                match once(&handler).await {
+                    Ok(()) => {
+                        let _ = histogram.record(t0.elapsed().as_nanos() as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (histogram, errors)
+        }));
+    }
+    if let Some(bar) = &progress {
+        while Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            bar.set_position(started.elapsed().as_millis() as u64);
+        }
+    }
+    let mut histogram = Histogram::<u64>::new(3).expect("valid histogram");
+    let mut errors = 0;
+    for task in tasks {
+        let (h, e) = task.await?;
+        histogram.add(h).expect("same histogram bounds");
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1e3;
+    Ok(ChurnReport {
+        component: options.component.display().to_string(),
+        allocator,
+        concurrency,
+        seconds,
+        instances: histogram.len(),
+        errors,
+        instances_per_sec: histogram.len() as f64 / seconds,
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: histogram.max() as f64 / 1e3,
+    })
+}
+
+async fn once(handler: &Handler) -> Result<()> {
+    let request = hyper::Request::builder()
+        .uri("http://localhost/")
+        .body(Full::new(Bytes::new()))
+        .expect("valid request");
+    let response = handler
+        .handle(request, "bench", None)
+        .await
+        .map_err(|failure| anyhow::anyhow!("{failure:?}"))?;
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| anyhow::anyhow!("reading the response body: {err:?}"))?;
+    Ok(())
+}

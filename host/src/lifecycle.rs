@@ -1,0 +1,111 @@
+//! One shutdown coordinator per process.
+//!
+//! Shutdown has two steps. *Draining* starts at SIGTERM/SIGINT: stop taking
+//! new work (close the listener, stop leasing), let what runs finish.
+//! *Cancelling* starts when the grace period ends (or at a second signal):
+//! every running guest is stopped at its next epoch tick by the deadline
+//! callback in [`crate::instance`], which is the only place that stops guests.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    draining: watch::Sender<bool>,
+    cancelling: AtomicBool,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Shutdown {
+            inner: Arc::new(Inner {
+                draining: watch::Sender::new(false),
+                cancelling: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Stop taking new work.
+    pub fn drain(&self) {
+        self.inner.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.inner.draining.borrow()
+    }
+
+    /// Resolves once draining has begun.
+    pub async fn draining(&self) {
+        let mut rx = self.inner.draining.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(|draining| *draining).await;
+    }
+
+    /// Stop every running guest at its next epoch tick.
+    pub fn cancel(&self) {
+        self.drain();
+        self.inner.cancelling.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelling(&self) -> bool {
+        self.inner.cancelling.load(Ordering::Relaxed)
+    }
+
+    /// Turns SIGTERM/SIGINT into drain, and a second signal into cancel.
+    /// Must be called inside the tokio runtime.
+    pub fn listen_for_signals(&self, label: &str) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let shutdown = self.clone();
+        let label = label.to_string();
+        tokio::spawn(async move {
+            let mut received = 0;
+            loop {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                received += 1;
+                if received == 1 {
+                    tracing::info!("{label} received {name}: draining");
+                    shutdown.drain();
+                } else {
+                    tracing::warn!("{label} received a second {name}: stopping running guests now");
+                    shutdown.cancel();
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Waits for in-flight work (`idle` resolves when there is none) at most
+    /// `grace`, then cancels what still runs and waits for it to stop.
+    pub async fn finish(&self, grace: Duration, idle: impl std::future::Future<Output = ()>) {
+        tokio::pin!(idle);
+        if tokio::time::timeout(grace, &mut idle).await.is_err() {
+            tracing::warn!(
+                "grace period of {} ended with work in flight: cancelling it",
+                humantime::format_duration(grace)
+            );
+            self.cancel();
+            // Cancelled guests stop within an epoch tick; the bound only
+            // guards against a host bug keeping the process alive.
+            let _ = tokio::time::timeout(Duration::from_secs(5), idle).await;
+        }
+    }
+}
