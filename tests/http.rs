@@ -138,6 +138,18 @@ fn a_body_over_max_body_gets_413_declared_or_streamed() {
     let declared = reply(agent().post(&server.url("/echo")).send_bytes(&vec![7u8; 100 * 1024]));
     assert_eq!(declared.status, 413);
 
+    // A client that asks before uploading is refused before it uploads.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut conn, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+
     // Without a Content-Length (chunked), the limit holds as the body streams.
     let big = vec![7u8; 100 * 1024];
     let streamed = reply(

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -303,14 +303,19 @@ impl Service {
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.max_body) {
+        let expects_continue = req
+            .headers()
+            .get(hyper::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if declared.is_some_and(|len| len > self.max_body) && expects_continue {
+            // The client waits for our go-ahead: refuse before it uploads.
             return too_big();
         }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.max_body as usize).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => return too_big(),
-            Err(err) => {
+        let body = match read_body(body, self.max_body).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => return too_big(),
+            Err(BodyError::Read(err)) => {
                 tracing::debug!("reading a request body failed: {err}");
                 return plain(StatusCode::BAD_REQUEST, "cannot read the request body\n");
             }
@@ -341,6 +346,43 @@ impl Service {
             }
         }
     }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Most a client may go on sending after its body is known to be too large.
+/// Reading it (and throwing it away) before answering 413 lets a client that
+/// writes its whole body before reading the answer actually see the 413: a
+/// close with unread data would reset the connection under it instead.
+const DISCARD_LIMIT: u64 = 16 << 20;
+
+/// Reads the whole body, at most `max_body` bytes of it.
+async fn read_body(mut body: Incoming, max_body: u64) -> Result<Bytes, BodyError> {
+    let mut collected = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(_) if seen > max_body => return Err(BodyError::TooLarge),
+            Err(err) => return Err(BodyError::Read(err)),
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len() as u64;
+        if seen > max_body {
+            if seen > max_body + DISCARD_LIMIT {
+                return Err(BodyError::TooLarge);
+            }
+            continue;
+        }
+        collected.extend_from_slice(&data);
+    }
+    if seen > max_body {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(collected.freeze())
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<HyperOutgoingBody> {
