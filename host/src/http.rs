@@ -75,12 +75,13 @@ impl Handler {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
+        crate::services::add_to_linker(&mut linker, false)?;
         let pre = linker
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)
             .context(
                 "the component imports something mayfly does not provide \
-                 (mayfly provides WASI 0.2 and wasi:http 0.2)",
+                 (mayfly provides WASI 0.2, wasi:http 0.2, wasi:keyvalue, wasi:config and mayfly:process/queue)",
             )?;
         let pre = ProxyPre::new(pre).map_err(anyhow::Error::from)?;
         Ok(Handler {
@@ -100,7 +101,7 @@ impl Handler {
         request_id: &str,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Response<HyperOutgoingBody>, GuestFailure> {
-        let mut store = new_store(&self.engine, &self.config, request_id, &self.shutdown);
+        let mut store = new_store(&self.engine, &self.config, request_id, &self.shutdown, None);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let setup = (|| {
             let mut http = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());

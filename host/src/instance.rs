@@ -4,7 +4,8 @@
 //! through epoch interruption.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
@@ -14,6 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::lifecycle::Shutdown;
 use crate::logs::GuestOutput;
+use crate::state::Backends;
 
 /// The state a `Store` holds for one instance.
 pub struct GuestState {
@@ -21,6 +23,74 @@ pub struct GuestState {
     http: WasiHttpCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    backends: Option<Backends>,
+    config: Arc<[(String, String)]>,
+    job: Option<JobLease>,
+    shutdown: Shutdown,
+    deadline: Deadline,
+}
+
+/// The lease a job instance runs under, so it can extend it.
+#[derive(Clone)]
+pub struct JobLease {
+    pub backends: Backends,
+    pub owner: String,
+    pub id: String,
+}
+
+impl GuestState {
+    pub fn table(&self) -> &ResourceTable {
+        &self.table
+    }
+    pub fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+    pub fn backends(&self) -> Option<&Backends> {
+        self.backends.as_ref()
+    }
+    pub fn config(&self) -> &[(String, String)] {
+        &self.config
+    }
+    pub fn job(&self) -> Option<&JobLease> {
+        self.job.as_ref()
+    }
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+    pub fn deadline(&self) -> &Deadline {
+        &self.deadline
+    }
+}
+
+/// When an instance is stopped. Shared between the store's epoch callback
+/// and the guest's own requests to extend it.
+#[derive(Clone)]
+pub struct Deadline(Arc<AtomicU64>);
+
+fn process_epoch() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+impl Deadline {
+    pub fn after(budget: Duration) -> Deadline {
+        let at = Instant::now() + budget;
+        Deadline(Arc::new(AtomicU64::new(Self::encode(at))))
+    }
+
+    fn encode(at: Instant) -> u64 {
+        at.saturating_duration_since(process_epoch()).as_nanos() as u64
+    }
+
+    pub fn passed(&self) -> bool {
+        Self::encode(Instant::now()) >= self.0.load(Ordering::Relaxed)
+    }
+
+    /// Moves the deadline to `budget` from now, if that is later.
+    pub fn extend_to(&self, budget: Duration) {
+        self.0
+            .fetch_max(Self::encode(Instant::now() + budget), Ordering::Relaxed);
+    }
 }
 
 impl WasiView for GuestState {
@@ -43,13 +113,16 @@ impl WasiHttpView for GuestState {
 }
 
 /// Settings shared by all instances of one process type.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InstanceConfig {
     /// `web.1`: prefixes the instance's log lines.
     pub process: Arc<str>,
     pub env: Vec<(String, String)>,
     pub memory: u64,
     pub deadline: Duration,
+    /// What `wasi:config` answers.
+    pub config: Arc<[(String, String)]>,
+    pub backends: Option<Backends>,
 }
 
 impl InstanceConfig {
@@ -64,7 +137,16 @@ impl InstanceConfig {
             env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             memory,
             deadline,
+            config: Arc::new([]),
+            backends: None,
         }
+    }
+
+    /// Adds the guest's `wasi:config` values and backing services.
+    pub fn with_services(mut self, config: &BTreeMap<String, String>, backends: Option<Backends>) -> Self {
+        self.config = config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        self.backends = backends;
+        self
     }
 }
 
@@ -103,6 +185,7 @@ pub fn new_store(
     config: &InstanceConfig,
     request: &str,
     shutdown: &Shutdown,
+    job: Option<JobLease>,
 ) -> Store<GuestState> {
     let tag: Arc<str> = format!("{} {request}", config.process).into();
     let mut wasi = WasiCtx::builder();
@@ -121,7 +204,13 @@ pub fn new_store(
         limits: StoreLimitsBuilder::new()
             .memory_size(usize::try_from(config.memory).unwrap_or(usize::MAX))
             .build(),
+        backends: config.backends.clone(),
+        config: config.config.clone(),
+        job,
+        shutdown: shutdown.clone(),
+        deadline: Deadline::after(config.deadline),
     };
+    let deadline = state.deadline.clone();
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limits);
 
@@ -129,13 +218,12 @@ pub fn new_store(
     // epoch tick it yields to the async runtime (so a spinning guest cannot
     // hold a thread that other requests need) unless its deadline has passed
     // or the shutdown grace has ended, in which case it is stopped.
-    let deadline = Instant::now() + config.deadline;
     let shutdown = shutdown.clone();
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if shutdown.is_cancelling() {
             Err(wasmtime::Error::new(Interrupted::Shutdown))
-        } else if Instant::now() >= deadline {
+        } else if deadline.passed() {
             Err(wasmtime::Error::new(Interrupted::Deadline))
         } else {
             Ok(UpdateDeadline::Yield(1))

@@ -16,7 +16,9 @@ use mayfly::instance::InstanceConfig;
 use mayfly::lifecycle::Shutdown;
 use mayfly::logs::{self, LogFormat};
 use mayfly::manifest::{self, Kind, Manifest};
-use mayfly::{bench, toolchain};
+use mayfly::job::{self, Runner, WorkerConfig};
+use mayfly::queue::{NewJob, Policy, Queue, State};
+use mayfly::{bench, state, toolchain};
 
 #[derive(Parser)]
 #[command(name = "mayfly", version, about = "Run twelve-factor process types as WebAssembly components")]
@@ -46,10 +48,58 @@ enum Command {
         #[arg(long, hide = true, env = "MAYFLY_REUSE_PORT")]
         reuse_port: bool,
     },
+    /// Add a job to a queue and print its id.
+    Enqueue {
+        /// The queue, as a worker's `queues` names it.
+        queue: String,
+        /// The payload as text.
+        #[arg(long, conflicts_with = "file")]
+        data: Option<String>,
+        /// The payload from a file, or `-` for stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Run no earlier than this from now (`30s`, `5m`).
+        #[arg(long, value_parser = parse_duration)]
+        delay: Option<Duration>,
+        /// A second enqueue with the same key prints the first job's id.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Inspect and manage jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: Jobs,
+    },
     /// Measure the host.
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Jobs {
+    /// List jobs, oldest first.
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long, value_enum)]
+        state: Option<State>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job, with its payload and last error.
+    Show { id: String },
+    /// Put a dead job back in its queue.
+    Retry { id: String },
+    /// Delete every done or dead job.
+    Purge {
+        #[arg(long, value_enum)]
+        state: State,
     },
 }
 
@@ -100,6 +150,41 @@ fn dispatch(cli: Cli, started: Instant) -> Result<()> {
         } => {
             let manifest = Manifest::load(&cli.manifest)?;
             run(&manifest, &process_type, index, reuse_port, started)
+        }
+        Command::Enqueue {
+            queue,
+            data,
+            file,
+            delay,
+            key,
+        } => {
+            let manifest = Manifest::load(&cli.manifest)?;
+            let payload = match (data, file) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                        .context("reading the payload from stdin")?;
+                    bytes
+                }
+                (None, Some(path)) => std::fs::read(&path)
+                    .with_context(|| format!("cannot read the payload file {}", path.display()))?,
+                (None, None) => Vec::new(),
+            };
+            let backends = state::open(&manifest.app.state, &manifest.dir)?;
+            let enqueued = backends.queue.enqueue(NewJob {
+                queue,
+                payload,
+                delay: delay.unwrap_or_default(),
+                idempotency_key: key,
+            })?;
+            println!("{}", enqueued.id);
+            Ok(())
+        }
+        Command::Jobs { command } => {
+            let manifest = Manifest::load(&cli.manifest)?;
+            let backends = state::open(&manifest.app.state, &manifest.dir)?;
+            jobs(&*backends.queue, command)
         }
         Command::Bench {
             bench:
@@ -154,8 +239,10 @@ fn run(
                     &engine::cache_dir(&manifest.dir),
                 )
                 .with_context(|| format!("process type `{}`", process.name))?;
+                let backends = state::open(&manifest.app.state, &manifest.dir)?;
                 let config =
-                    InstanceConfig::new(&label, &process.env, process.memory, process.deadline);
+                    InstanceConfig::new(&label, &process.env, process.memory, process.deadline)
+                        .with_services(&process.config, Some(backends));
                 let handler = Handler::new(&engine, &component, config, shutdown.clone())
                     .with_context(|| {
                         format!(
@@ -186,9 +273,93 @@ fn run(
                 );
                 http::serve(listener, Arc::new(handler), server, shutdown).await
             }
+            Kind::Job => {
+                let backends = state::open(&manifest.app.state, &manifest.dir)?;
+                let (engine, _) = engine::build(EngineOptions {
+                    allocator: Allocator::Pooling,
+                    instances: process.concurrency,
+                    memory: process.memory,
+                })?;
+                engine::start_epoch_ticker(&engine);
+                let component = engine::load_component(
+                    &engine,
+                    &process.component,
+                    &engine::cache_dir(&manifest.dir),
+                )
+                .with_context(|| format!("process type `{}`", process.name))?;
+                let config = InstanceConfig::new(&label, &process.env, process.memory, process.deadline)
+                    .with_services(&process.config, Some(backends.clone()));
+                let runner = Runner::new(&engine, &component, config, shutdown.clone()).with_context(|| {
+                    format!("process type `{}` ({})", process.name, process.component.display())
+                })?;
+                tracing::info!(
+                    "{label} working on {} (ready in {:.1} ms)",
+                    process.queues.join(", "),
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                let worker = WorkerConfig {
+                    process: label.clone(),
+                    queues: process.queues.clone(),
+                    concurrency: process.concurrency,
+                    policy: Policy {
+                        max_attempts: process.max_attempts,
+                        lease: process.lease,
+                    },
+                    grace: manifest.app.grace,
+                };
+                job::work(Arc::new(runner), backends, worker, shutdown).await
+            }
         }
     })?;
     tracing::info!("{label} exited");
+    Ok(())
+}
+
+fn jobs(queue: &dyn Queue, command: Jobs) -> Result<()> {
+    match command {
+        Jobs::List {
+            queue: name,
+            state,
+            limit,
+            json,
+        } => {
+            let jobs = queue.list(name.as_deref(), state, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                println!("{:>8}  {:<12} {:<8} {:>8}  LAST ERROR", "ID", "QUEUE", "STATE", "ATTEMPTS");
+                for job in jobs {
+                    println!(
+                        "{:>8}  {:<12} {:<8} {:>8}  {}",
+                        job.id,
+                        job.queue,
+                        job.state.as_str(),
+                        job.attempts,
+                        job.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Jobs::Show { id } => {
+            let job = queue
+                .get(&id)?
+                .with_context(|| format!("there is no job {id}"))?;
+            let mut value = serde_json::to_value(&job)?;
+            value["payload"] = match std::str::from_utf8(&job.payload) {
+                Ok(text) => serde_json::Value::String(text.to_string()),
+                Err(_) => serde_json::Value::String(format!("<{} bytes of binary>", job.payload.len())),
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        Jobs::Retry { id } => {
+            queue.revive(&id)?;
+            println!("{id}");
+        }
+        Jobs::Purge { state } => {
+            let purged = queue.purge(state)?;
+            println!("{purged}");
+        }
+    }
     Ok(())
 }
 

@@ -26,6 +26,8 @@ pub struct Manifest {
     pub app: App,
     /// Process types by name, in name order.
     pub processes: BTreeMap<String, ProcessType>,
+    /// How many processes of each type `mayfly up` runs.
+    pub formation: BTreeMap<String, u32>,
 }
 
 /// The `[app]` table.
@@ -33,6 +35,8 @@ pub struct Manifest {
 pub struct App {
     /// How long in-flight work may run after SIGTERM before it is cancelled.
     pub grace: Duration,
+    /// URL of the queue and key-value store.
+    pub state: String,
 }
 
 /// What a process type runs.
@@ -41,12 +45,16 @@ pub struct App {
 pub enum Kind {
     /// Serves HTTP with a component exporting `wasi:http/incoming-handler`.
     Http,
+    /// Runs jobs from the queue with a component exporting
+    /// `mayfly:process/job-handler`.
+    Job,
 }
 
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Kind::Http => f.write_str("http"),
+            Kind::Job => f.write_str("job"),
         }
     }
 }
@@ -64,10 +72,18 @@ pub struct ProcessType {
     pub host: String,
     /// TCP port (the `PORT` environment variable overrides it).
     pub port: u16,
-    /// Instances alive at once; past it, requests get 503 at once.
+    /// Instances alive at once; for http, requests past it get 503 at once.
     pub concurrency: u32,
-    /// Wall-clock budget of one request.
+    /// Wall-clock budget of one request or job attempt.
     pub deadline: Duration,
+    /// Queues a job process leases from.
+    pub queues: Vec<String>,
+    /// Attempts of a job before it is dead.
+    pub max_attempts: u32,
+    /// How long a lease hides a job from other workers without a heartbeat.
+    pub lease: Duration,
+    /// What `wasi:config` answers.
+    pub config: BTreeMap<String, String>,
     /// Linear memory limit of one instance, in bytes.
     pub memory: u64,
     /// Largest accepted request body, in bytes.
@@ -83,6 +99,8 @@ struct RawManifest {
     app: RawApp,
     #[serde(default)]
     process: BTreeMap<String, RawProcess>,
+    #[serde(default)]
+    formation: BTreeMap<String, u32>,
 }
 
 #[derive(Deserialize)]
@@ -90,12 +108,15 @@ struct RawManifest {
 struct RawApp {
     #[serde(default = "defaults::grace", deserialize_with = "duration")]
     grace: Duration,
+    #[serde(default = "defaults::state")]
+    state: String,
 }
 
 impl Default for RawApp {
     fn default() -> Self {
         RawApp {
             grace: defaults::grace(),
+            state: defaults::state(),
         }
     }
 }
@@ -110,10 +131,17 @@ struct RawProcess {
     host: String,
     #[serde(default = "defaults::port")]
     port: u16,
-    #[serde(default = "defaults::concurrency")]
-    concurrency: u32,
-    #[serde(default = "defaults::deadline", deserialize_with = "duration")]
-    deadline: Duration,
+    concurrency: Option<u32>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    deadline: Option<Duration>,
+    #[serde(default = "defaults::queues")]
+    queues: Vec<String>,
+    #[serde(default = "defaults::max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "defaults::lease", deserialize_with = "duration")]
+    lease: Duration,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
     #[serde(default = "defaults::memory", deserialize_with = "size")]
     memory: u64,
     #[serde(default = "defaults::max_body", deserialize_with = "size")]
@@ -134,10 +162,16 @@ mod defaults {
     pub fn port() -> u16 {
         8080
     }
-    pub fn concurrency() -> u32 {
-        256
+    pub fn state() -> String {
+        "sqlite://.mayfly/state.db".to_string()
     }
-    pub fn deadline() -> Duration {
+    pub fn queues() -> Vec<String> {
+        vec!["default".to_string()]
+    }
+    pub fn max_attempts() -> u32 {
+        5
+    }
+    pub fn lease() -> Duration {
         Duration::from_secs(30)
     }
     pub fn memory() -> u64 {
@@ -165,6 +199,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(de)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    duration(de).map(Some)
 }
 
 fn size<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
@@ -208,11 +246,29 @@ impl Manifest {
         let mut processes = BTreeMap::new();
         for (name, raw) in raw.process {
             let problem = |what: &str| anyhow::anyhow!("manifest {}: [process.{name}] {what}", path.display());
-            if raw.concurrency == 0 {
+            let concurrency = raw.concurrency.unwrap_or(match raw.kind {
+                Kind::Http => 256,
+                Kind::Job => 4,
+            });
+            if concurrency == 0 {
                 return Err(problem("`concurrency` must be at least 1"));
             }
-            if raw.deadline.is_zero() {
+            // A request should answer in seconds; a job may take minutes.
+            let deadline = raw.deadline.unwrap_or(match raw.kind {
+                Kind::Http => Duration::from_secs(30),
+                Kind::Job => Duration::from_secs(300),
+            });
+            if deadline.is_zero() {
                 return Err(problem("`deadline` must be longer than zero"));
+            }
+            if raw.max_attempts == 0 {
+                return Err(problem("`max_attempts` must be at least 1"));
+            }
+            if raw.kind == Kind::Job && raw.queues.is_empty() {
+                return Err(problem("`queues` must name at least one queue"));
+            }
+            if raw.lease < Duration::from_secs(1) {
+                return Err(problem("`lease` must be at least 1s"));
             }
             if raw.memory < 64 * 1024 {
                 return Err(problem("`memory` must be at least 64KiB (one wasm page)"));
@@ -225,8 +281,12 @@ impl Manifest {
                     build: raw.build,
                     host: raw.host,
                     port: raw.port,
-                    concurrency: raw.concurrency,
-                    deadline: raw.deadline,
+                    concurrency,
+                    deadline,
+                    queues: raw.queues,
+                    max_attempts: raw.max_attempts,
+                    lease: raw.lease,
+                    config: raw.config,
                     memory: raw.memory,
                     max_body: raw.max_body,
                     env: raw.env,
@@ -234,11 +294,22 @@ impl Manifest {
                 },
             );
         }
+        for name in raw.formation.keys() {
+            if !processes.contains_key(name) {
+                bail!(
+                    "manifest {}: [formation] names `{name}`, which is not a process type \
+                     (declare [process.{name}] or remove it)",
+                    path.display()
+                );
+            }
+        }
         Ok(Manifest {
+            formation: raw.formation,
             path: path.to_path_buf(),
             dir,
             app: App {
                 grace: raw.app.grace,
+                state: raw.app.state,
             },
             processes,
         })

@@ -37,6 +37,40 @@ pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     out
 }
 
+/// Marks a function as the job handler of a job process type.
+///
+/// See `mayfly_guest::job_handler` for the documentation.
+#[proc_macro_attribute]
+pub fn job_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return compile_error("#[job_handler] takes no arguments");
+    }
+    let name = match handler_name(&item) {
+        Ok(name) => name,
+        Err(message) => return compile_error(message),
+    };
+    let glue: TokenStream = format!(
+        "const _: () = {{
+            struct __MayflyJobHandler;
+            impl ::mayfly_guest::__private::JobHandler for __MayflyJobHandler {{
+                fn handle(
+                    job: ::mayfly_guest::__private::WitJob,
+                ) -> ::core::result::Result<(), ::mayfly_guest::__private::WitJobError> {{
+                    ::mayfly_guest::job::__dispatch(job, {name})
+                }}
+            }}
+            ::mayfly_guest::__private::export_worker!(
+                __MayflyJobHandler with_types_in ::mayfly_guest::__private::worker_world
+            );
+        }};"
+    )
+    .parse()
+    .expect("generated glue is valid Rust");
+    let mut out = item;
+    out.extend(glue);
+    out
+}
+
 /// Finds `NAME` in `... fn NAME ...`. Parsing by hand keeps this crate free of
 /// dependencies (no `syn`), which keeps guest builds fast.
 fn handler_name(item: &TokenStream) -> Result<String, &'static str> {
@@ -53,7 +87,7 @@ fn handler_name(item: &TokenStream) -> Result<String, &'static str> {
             _ => {}
         }
     }
-    Err("#[http_handler] goes on a function: `fn handle(req: Request) -> Response`")
+    Err("the attribute goes on a function, such as `fn handle(req: Request) -> Response`")
 }
 
 fn compile_error(message: &str) -> TokenStream {

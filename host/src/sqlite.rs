@@ -1,0 +1,574 @@
+//! The embedded backend: queue and key-value store in one SQLite file,
+//! shared safely by every mayfly process on the machine.
+//!
+//! Durability: WAL journal with `synchronous = NORMAL`. A commit is in the
+//! WAL before the call returns, so it survives a crash of any process; only
+//! a power loss can drop the last commits (`synchronous = FULL` would fsync
+//! each one). Every state change is one `BEGIN IMMEDIATE` transaction, which
+//! takes SQLite's single write lock: two workers can never lease one job.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::kv::{Kv, PAGE};
+use crate::queue::{
+    backoff, now_ms, Enqueued, JobInfo, Leased, NewJob, Outcome, Policy, Queue, State, MAX_PAYLOAD,
+};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    run_at INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    last_error TEXT,
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, state, run_at);
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (state, lease_until);
+CREATE TABLE IF NOT EXISTS kv (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
+";
+
+pub struct Sqlite {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the state database at `path`. A file that
+    /// is not a mayfly state database is refused before anything is written.
+    pub fn open(path: &Path) -> Result<Sqlite> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        }
+        let refuse = |err: &dyn std::fmt::Display| {
+            anyhow::anyhow!(
+                "state file {} cannot be used ({err}); nothing was changed: check its \
+                 permissions, or if it is damaged or not a mayfly state file, move it away \
+                 or point [app] state / MAYFLY_QUEUE_URL at another file",
+                path.display()
+            )
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| refuse(&e))?;
+        // Read before writing: a foreign or corrupt file fails here.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| refuse(&e))?;
+        let objects: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| refuse(&e))?;
+        if version > SCHEMA_VERSION {
+            bail!(
+                "state file {} was written by a newer mayfly (schema {version}); nothing was \
+                 changed: upgrade mayfly",
+                path.display()
+            );
+        }
+        if version == 0 && objects > 0 {
+            return Err(refuse(&"it is an SQLite database, but not one of mayfly's"));
+        }
+        if version == SCHEMA_VERSION {
+            let check: String = conn
+                .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+                .map_err(|e| refuse(&e))?;
+            if check != "ok" {
+                return Err(refuse(&format!("integrity check: {check}")));
+            }
+        }
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| refuse(&e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("cannot create the tables in {}", path.display()))?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Sqlite {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut conn).with_context(|| format!("state database {}", self.path.display()))
+    }
+}
+
+fn job_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobInfo> {
+    let state: String = row.get("state")?;
+    let payload: Vec<u8> = row.get("payload")?;
+    Ok(JobInfo {
+        id: row.get::<_, i64>("id")?.to_string(),
+        queue: row.get("queue")?,
+        state: State::parse(&state).unwrap_or(State::Queued),
+        attempts: row.get("attempts")?,
+        enqueued_at_ms: row.get::<_, i64>("enqueued_at")? as u64,
+        run_at_ms: row.get::<_, i64>("run_at")? as u64,
+        finished_at_ms: row.get::<_, Option<i64>>("finished_at")?.map(|v| v as u64),
+        last_error: row.get("last_error")?,
+        idempotency_key: row.get("idempotency_key")?,
+        payload_bytes: payload.len(),
+        payload,
+    })
+}
+
+fn parse_id(id: &str) -> Result<i64> {
+    id.parse()
+        .with_context(|| format!("`{id}` is not a job id (ids are numbers, as `mayfly enqueue` prints them)"))
+}
+
+impl Queue for Sqlite {
+    fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        if job.payload.len() > MAX_PAYLOAD {
+            bail!(
+                "payload of {} bytes is over the limit of {MAX_PAYLOAD} bytes: store large data \
+                 in the key-value store and enqueue its key",
+                job.payload.len()
+            );
+        }
+        let now = now_ms() as i64;
+        let run_at = now + job.delay.as_millis() as i64;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(key) = &job.idempotency_key {
+                let existing: Option<i64> = tx
+                    .query_row("SELECT id FROM jobs WHERE idempotency_key = ?1", [key], |r| r.get(0))
+                    .optional()?;
+                if let Some(id) = existing {
+                    return Ok(Enqueued {
+                        id: id.to_string(),
+                        created: false,
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO jobs (queue, payload, state, run_at, enqueued_at, idempotency_key)
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+                params![job.queue, job.payload, run_at, now, job.idempotency_key],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(Enqueued {
+                id: id.to_string(),
+                created: true,
+            })
+        })
+    }
+
+    fn lease(&self, queues: &[String], max: usize, owner: &str, policy: Policy) -> Result<Vec<Leased>> {
+        if max == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms() as i64;
+        let until = now + policy.lease.as_millis() as i64;
+        let queue_list = serde_json::to_string(queues)?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // An expired lease on the last attempt: the worker died holding
+            // it, and there is no attempt left to give.
+            tx.execute(
+                "UPDATE jobs SET state = 'dead', finished_at = ?1, lease_owner = NULL,
+                        lease_until = NULL,
+                        last_error = 'lease expired on the last attempt (the worker stopped or died)'
+                 WHERE state = 'running' AND lease_until < ?1 AND attempts >= ?2",
+                params![now, policy.max_attempts],
+            )?;
+            let mut leased = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1,
+                            lease_owner = ?1, lease_until = ?2
+                     WHERE id IN (
+                         SELECT id FROM jobs
+                         WHERE queue IN (SELECT value FROM json_each(?3))
+                           AND ((state = 'queued' AND run_at <= ?4)
+                                OR (state = 'running' AND lease_until < ?4))
+                         ORDER BY run_at, id LIMIT ?5)
+                     RETURNING id, queue, payload, attempts, enqueued_at",
+                )?;
+                let rows = stmt.query_map(params![owner, until, queue_list, now, max as i64], |row| {
+                    Ok(Leased {
+                        id: row.get::<_, i64>(0)?.to_string(),
+                        queue: row.get(1)?,
+                        payload: row.get(2)?,
+                        attempt: row.get(3)?,
+                        enqueued_at_ms: row.get::<_, i64>(4)? as u64,
+                    })
+                })?;
+                for row in rows {
+                    leased.push(row?);
+                }
+            }
+            tx.commit()?;
+            leased.sort_by_key(|job| job.id.parse::<i64>().unwrap_or(0));
+            Ok(leased)
+        })
+    }
+
+    fn complete(&self, owner: &str, outcomes: &[(String, Outcome)], policy: Policy) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms() as i64;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut done = tx.prepare_cached(
+                    "UPDATE jobs SET state = 'done', finished_at = ?3, lease_owner = NULL,
+                            lease_until = NULL
+                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                )?;
+                let mut retry = tx.prepare_cached(
+                    "UPDATE jobs SET
+                        state = CASE WHEN attempts >= ?4 THEN 'dead' ELSE 'queued' END,
+                        finished_at = CASE WHEN attempts >= ?4 THEN ?3 ELSE NULL END,
+                        run_at = ?5, last_error = ?6, lease_owner = NULL, lease_until = NULL
+                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                )?;
+                let mut attempts_of = tx.prepare_cached("SELECT attempts FROM jobs WHERE id = ?1")?;
+                let mut fail = tx.prepare_cached(
+                    "UPDATE jobs SET state = 'dead', finished_at = ?3, last_error = ?4,
+                            lease_owner = NULL, lease_until = NULL
+                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                )?;
+                let mut release = tx.prepare_cached(
+                    "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), run_at = ?3,
+                            lease_owner = NULL, lease_until = NULL
+                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                )?;
+                for (id, outcome) in outcomes {
+                    let Ok(id) = id.parse::<i64>() else { continue };
+                    match outcome {
+                        Outcome::Done => {
+                            done.execute(params![id, owner, now])?;
+                        }
+                        Outcome::Retry { reason, delay } => {
+                            let attempts: u32 = attempts_of
+                                .query_row([id], |r| r.get(0))
+                                .optional()?
+                                .unwrap_or(1);
+                            let delay = delay.unwrap_or_else(|| backoff(attempts, jitter()));
+                            let run_at = now + delay.as_millis() as i64;
+                            retry.execute(params![
+                                id,
+                                owner,
+                                now,
+                                policy.max_attempts,
+                                run_at,
+                                reason
+                            ])?;
+                        }
+                        Outcome::Fail { reason } => {
+                            fail.execute(params![id, owner, now, reason])?;
+                        }
+                        Outcome::Release => {
+                            release.execute(params![id, owner, now])?;
+                        }
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn heartbeat(&self, owner: &str, ids: &[String], lease: Duration) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let until = now_ms() as i64 + lease.as_millis() as i64;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE jobs SET lease_until = ?3
+                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                )?;
+                for id in ids {
+                    if let Ok(id) = id.parse::<i64>() {
+                        stmt.execute(params![id, owner, until])?;
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn list(&self, queue: Option<&str>, state: Option<State>, limit: usize) -> Result<Vec<JobInfo>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT * FROM jobs WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
+                 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![queue, state.map(State::as_str), limit as i64],
+                job_info,
+            )?;
+            rows.collect()
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<JobInfo>> {
+        let id = parse_id(id)?;
+        self.with(|conn| {
+            conn.query_row("SELECT * FROM jobs WHERE id = ?1", [id], job_info)
+                .optional()
+        })
+    }
+
+    fn revive(&self, id: &str) -> Result<()> {
+        let numeric = parse_id(id)?;
+        let state: Option<String> = self.with(|conn| {
+            conn.query_row("SELECT state FROM jobs WHERE id = ?1", [numeric], |r| r.get(0))
+                .optional()
+        })?;
+        match state.as_deref() {
+            None => bail!("there is no job {id}"),
+            Some("dead") => {}
+            Some(other) => bail!("job {id} is {other}, not dead: only dead jobs can be retried"),
+        }
+        let now = now_ms() as i64;
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?2, finished_at = NULL
+                 WHERE id = ?1 AND state = 'dead'",
+                params![numeric, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn purge(&self, state: State) -> Result<u64> {
+        if !matches!(state, State::Done | State::Dead) {
+            bail!("only done or dead jobs can be purged, not {}", state.as_str());
+        }
+        self.with(|conn| conn.execute("DELETE FROM jobs WHERE state = ?1", [state.as_str()]))
+            .map(|n| n as u64)
+    }
+}
+
+fn jitter() -> f64 {
+    // Good enough spread for backoff; not for anything secret.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+impl Kv for Sqlite {
+    fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT value FROM kv WHERE bucket = ?1 AND key = ?2")?
+                .query_row([bucket, key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<()> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO kv (bucket, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![bucket, key, value])
+        })
+        .map(drop)
+    }
+
+    fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        self.with(|conn| {
+            conn.prepare_cached("DELETE FROM kv WHERE bucket = ?1 AND key = ?2")?
+                .execute([bucket, key])
+        })
+        .map(drop)
+    }
+
+    fn exists(&self, bucket: &str, key: &str) -> Result<bool> {
+        Ok(Kv::get(self, bucket, key)?.is_some())
+    }
+
+    fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>)> {
+        let offset = cursor.unwrap_or(0);
+        let keys: Vec<String> = self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key FROM kv WHERE bucket = ?1 ORDER BY key LIMIT ?2 OFFSET ?3",
+            )?;
+            let rows = stmt.query_map(params![bucket, PAGE as i64 + 1, offset as i64], |r| r.get(0))?;
+            rows.collect()
+        })?;
+        if keys.len() > PAGE {
+            let mut keys = keys;
+            keys.truncate(PAGE);
+            Ok((keys, Some(offset + PAGE as u64)))
+        } else {
+            Ok((keys, None))
+        }
+    }
+
+    fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64> {
+        let value = self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<Vec<u8>> = tx
+                .query_row("SELECT value FROM kv WHERE bucket = ?1 AND key = ?2", [bucket, key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let current = match current {
+                None => Some(0),
+                Some(bytes) => std::str::from_utf8(&bytes).ok().and_then(|t| t.trim().parse::<u64>().ok()),
+            };
+            let Some(current) = current else {
+                return Ok(None);
+            };
+            let next = current.wrapping_add(delta);
+            tx.execute(
+                "INSERT INTO kv (bucket, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
+                params![bucket, key, next.to_string().into_bytes()],
+            )?;
+            tx.commit()?;
+            Ok(Some(next))
+        })?;
+        value.with_context(|| format!("key `{key}` holds something that is not a counter"))
+    }
+
+    fn compare_and_swap(&self, bucket: &str, key: &str, old: Option<&[u8]>, new: &[u8]) -> Result<bool> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<Vec<u8>> = tx
+                .query_row("SELECT value FROM kv WHERE bucket = ?1 AND key = ?2", [bucket, key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if current.as_deref() != old {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO kv (bucket, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
+                params![bucket, key, new],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db(name: &str) -> (PathBuf, Sqlite) {
+        let dir = std::env::temp_dir().join(format!("mayfly-sqlite-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("state.db");
+        let db = Sqlite::open(&path).unwrap();
+        (dir, db)
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            max_attempts: 2,
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    fn job(queue: &str) -> NewJob {
+        NewJob {
+            queue: queue.into(),
+            payload: b"x".to_vec(),
+            delay: Duration::ZERO,
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn a_leased_job_is_invisible_until_acked_or_expired() {
+        let (dir, db) = temp_db("lease");
+        let id = db.enqueue(job("q")).unwrap().id;
+        let queues = vec!["q".to_string()];
+        let first = db.lease(&queues, 10, "a", policy()).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].id.as_str(), first[0].attempt), (id.as_str(), 1));
+        assert!(db.lease(&queues, 10, "b", policy()).unwrap().is_empty());
+        db.complete("a", &[(id.clone(), Outcome::Done)], policy()).unwrap();
+        assert_eq!(db.get(&id).unwrap().unwrap().state, State::Done);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn release_does_not_count_an_attempt_and_retry_past_max_is_dead() {
+        let (dir, db) = temp_db("retry");
+        let id = db.enqueue(job("q")).unwrap().id;
+        let queues = vec!["q".to_string()];
+        db.lease(&queues, 1, "a", policy()).unwrap();
+        db.complete("a", &[(id.clone(), Outcome::Release)], policy()).unwrap();
+        assert_eq!(db.get(&id).unwrap().unwrap().attempts, 0);
+
+        for attempt in 1..=2 {
+            let leased = db.lease(&queues, 1, "a", policy()).unwrap();
+            assert_eq!(leased[0].attempt, attempt);
+            let retry = Outcome::Retry {
+                reason: format!("boom {attempt}"),
+                delay: Some(Duration::ZERO),
+            };
+            db.complete("a", &[(id.clone(), retry)], policy()).unwrap();
+        }
+        let info = db.get(&id).unwrap().unwrap();
+        assert_eq!(info.state, State::Dead);
+        assert_eq!(info.last_error.as_deref(), Some("boom 2"));
+        db.revive(&id).unwrap();
+        assert_eq!(db.get(&id).unwrap().unwrap().state, State::Queued);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn kv_counters_and_compare_and_swap() {
+        let (dir, db) = temp_db("kv");
+        assert_eq!(db.increment("b", "n", 2).unwrap(), 2);
+        assert_eq!(db.increment("b", "n", 3).unwrap(), 5);
+        assert_eq!(Kv::get(&db, "b", "n").unwrap().unwrap(), b"5");
+        assert!(db.compare_and_swap("b", "k", None, b"1").unwrap());
+        assert!(!db.compare_and_swap("b", "k", None, b"2").unwrap());
+        assert!(db.compare_and_swap("b", "k", Some(b"1"), b"2").unwrap());
+        assert_eq!(db.list_keys("b", None).unwrap().0, vec!["k", "n"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_untouched() {
+        let dir = std::env::temp_dir().join(format!("mayfly-sqlite-{}-corrupt", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        let junk = vec![0x5au8; 8192];
+        std::fs::write(&path, &junk).unwrap();
+        let err = Sqlite::open(&path).err().unwrap().to_string();
+        assert!(err.contains("nothing was changed") && err.contains("state.db"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), junk);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
