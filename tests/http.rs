@@ -26,7 +26,11 @@ fn counter_says_one_for_every_request_because_each_gets_a_fresh_instance() {
     let agent = agent();
     for i in 0..1000 {
         let reply = reply(agent.get(&server.url("/")).call());
-        assert_eq!((reply.status, reply.body.as_str()), (200, "1\n"), "request {i}");
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "1\n"),
+            "request {i}"
+        );
     }
 
     // 200 concurrent requests: 20 keep-alive clients, 10 requests each.
@@ -42,7 +46,10 @@ fn counter_says_one_for_every_request_because_each_gets_a_fresh_instance() {
             })
         })
         .collect();
-    let replies: Vec<Reply> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let replies: Vec<Reply> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     assert_eq!(replies.len(), 200);
     for reply in replies {
         assert_eq!((reply.status, reply.body.as_str()), (200, "1\n"));
@@ -60,14 +67,24 @@ fn a_spinning_guest_gets_504_at_its_deadline_while_others_are_served() {
     std::thread::sleep(Duration::from_millis(200));
     let ok = get(&server.url("/ok"));
     assert_eq!((ok.status, ok.body.as_str()), (200, "ok\n"));
-    assert!(!spinner.is_finished(), "the spinner should still be running");
+    assert!(
+        !spinner.is_finished(),
+        "the spinner should still be running"
+    );
 
     let (reply, took) = spinner.join().unwrap();
     assert_eq!(reply.status, 504, "{reply:?}");
     // The deadline is 1s; the epoch check stops the guest within a tick.
-    assert!(took >= Duration::from_millis(950), "stopped early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(950),
+        "stopped early: {took:?}"
+    );
     assert!(took < Duration::from_secs(5), "stopped late: {took:?}");
-    assert!(server.log.text().contains("deadline"), "{}", server.log.text());
+    assert!(
+        server.log.text().contains("deadline"),
+        "{}",
+        server.log.text()
+    );
 
     let after = get(&server.url("/ok"));
     assert_eq!(after.status, 200);
@@ -78,7 +95,10 @@ fn a_guest_over_its_memory_limit_gets_500_and_the_host_goes_on() {
     let server = Server::start(&example("limits"));
     // The manifest allows 16MiB.
     let small = get(&server.url("/alloc/2"));
-    assert_eq!((small.status, small.body.as_str()), (200, "allocated 2 MiB\n"));
+    assert_eq!(
+        (small.status, small.body.as_str()),
+        (200, "allocated 2 MiB\n")
+    );
     let big = get(&server.url("/alloc/64"));
     assert_eq!(big.status, 500, "{big:?}");
     let again = get(&server.url("/alloc/2"));
@@ -90,7 +110,10 @@ fn a_trapping_guest_gets_500_and_the_host_goes_on() {
     let server = Server::start(&example("limits"));
     assert_eq!(get(&server.url("/trap")).status, 500);
     assert!(
-        server.log.wait_for("asked to trap", Duration::from_secs(5)).is_some(),
+        server
+            .log
+            .wait_for("asked to trap", Duration::from_secs(5))
+            .is_some(),
         "the guest's panic message should reach the log:\n{}",
         server.log.text()
     );
@@ -120,10 +143,16 @@ fn past_concurrency_requests_get_503_with_retry_after_at_once() {
     }
     let (reply, took) = rejected.expect("a fifth request should be rejected with 503");
     assert_eq!(reply.retry_after.as_deref(), Some("1"));
-    assert!(took < Duration::from_millis(500), "503 must come at once, took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "503 must come at once, took {took:?}"
+    );
     for handle in slow {
         let reply = handle.join().unwrap();
-        assert_eq!((reply.status, reply.body.as_str()), (200, "slept 1500 ms\n"));
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "slept 1500 ms\n")
+        );
     }
     assert_eq!(get(&server.url("/echo")).status, 200);
 }
@@ -135,12 +164,17 @@ fn a_body_over_max_body_gets_413_declared_or_streamed() {
     let fits = reply(agent().post(&server.url("/echo")).send_bytes(&[7u8; 1024]));
     assert_eq!((fits.status, fits.body.as_str()), (200, "1024 bytes\n"));
 
-    let declared = reply(agent().post(&server.url("/echo")).send_bytes(&vec![7u8; 100 * 1024]));
+    let declared = reply(
+        agent()
+            .post(&server.url("/echo"))
+            .send_bytes(&vec![7u8; 100 * 1024]),
+    );
     assert_eq!(declared.status, 413);
 
     // A client that asks before uploading is refused before it uploads.
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     std::io::Write::write_all(
         &mut conn,
         b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\nexpect: 100-continue\r\n\r\n",
@@ -162,7 +196,11 @@ fn a_body_over_max_body_gets_413_declared_or_streamed() {
 
 #[test]
 fn the_guest_sees_only_the_manifest_env() {
-    let server = Server::start_with(&example("limits"), shared_cache(), &[("SECRET_OF_HOST", "x")]);
+    let server = Server::start_with(
+        &example("limits"),
+        shared_cache(),
+        &[("SECRET_OF_HOST", "x")],
+    );
     assert_eq!(get(&server.url("/env/GREETING")).body, "hi");
     assert_eq!(get(&server.url("/env/SECRET_OF_HOST")).status, 404);
     assert_eq!(get(&server.url("/env/PATH")).status, 404);
@@ -172,16 +210,26 @@ fn the_guest_sees_only_the_manifest_env() {
 fn a_component_written_without_the_sdk_answers() {
     let server = Server::start(&example("raw-http"));
     let reply = get(&server.url("/raw?x=1"));
-    assert_eq!((reply.status, reply.body.as_str()), (200, "raw wasi:http component at /raw?x=1\n"));
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "raw wasi:http component at /raw?x=1\n")
+    );
 }
 
 #[test]
 fn a_second_start_loads_from_the_compile_cache_instead_of_compiling() {
     let cache = TempDir::new("cache");
     let mut first = Server::start_with(&example("hello"), cache.path(), &[]);
-    assert!(first.log.text().contains("compiled "), "{}", first.log.text());
+    assert!(
+        first.log.text().contains("compiled "),
+        "{}",
+        first.log.text()
+    );
     assert!(!first.log.text().contains("from the compile cache"));
-    assert_eq!(first.terminate(Duration::from_secs(10)).map(|s| s.code()), Some(Some(0)));
+    assert_eq!(
+        first.terminate(Duration::from_secs(10)).map(|s| s.code()),
+        Some(Some(0))
+    );
 
     let second = Server::start_with(&example("hello"), cache.path(), &[]);
     let log = second.log.text();
@@ -194,7 +242,9 @@ fn a_second_start_loads_from_the_compile_cache_instead_of_compiling() {
 fn sigterm_with_nothing_in_flight_exits_zero() {
     let mut server = Server::start(&example("hello"));
     assert_eq!(get(&server.url("/")).status, 200);
-    let status = server.terminate(Duration::from_secs(10)).expect("exits after SIGTERM");
+    let status = server
+        .terminate(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", server.log.text());
 }
 
@@ -235,7 +285,10 @@ fn unknown_process_type_lists_the_known_ones() {
             .arg(example("hello")),
     );
     assert!(!output.status.success());
-    assert!(stderr.contains("unknown process type `wbe`") && stderr.contains("web"), "{stderr}");
+    assert!(
+        stderr.contains("unknown process type `wbe`") && stderr.contains("web"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -247,7 +300,10 @@ fn bad_toml_names_file_line_and_key() {
     );
     let stderr = run_web(&manifest);
     assert!(stderr.contains(&manifest.display().to_string()), "{stderr}");
-    assert!(stderr.contains("line 4") && stderr.contains("concurency"), "{stderr}");
+    assert!(
+        stderr.contains("line 4") && stderr.contains("concurency"),
+        "{stderr}"
+    );
 
     let manifest = app_with(dir.path(), "[process.web\nkind = \"http\"\n");
     let stderr = run_web(&manifest);
@@ -257,9 +313,15 @@ fn bad_toml_names_file_line_and_key() {
 #[test]
 fn a_missing_component_says_to_build_it() {
     let dir = TempDir::new("missing");
-    let manifest = app_with(dir.path(), "[process.web]\nkind = \"http\"\ncomponent = \"nope.wasm\"\n");
+    let manifest = app_with(
+        dir.path(),
+        "[process.web]\nkind = \"http\"\ncomponent = \"nope.wasm\"\n",
+    );
     let stderr = run_web(&manifest);
-    assert!(stderr.contains("nope.wasm") && stderr.contains("does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("nope.wasm") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
     assert!(stderr.contains("mayfly build"), "{stderr}");
 }
 
@@ -267,14 +329,20 @@ fn a_missing_component_says_to_build_it() {
 fn a_file_that_is_not_wasm_is_refused_by_name() {
     let dir = TempDir::new("notwasm");
     std::fs::write(dir.path().join("web.wasm"), "#!/bin/sh\necho hi\n").unwrap();
-    let manifest = app_with(dir.path(), "[process.web]\nkind = \"http\"\ncomponent = \"web.wasm\"\n");
+    let manifest = app_with(
+        dir.path(),
+        "[process.web]\nkind = \"http\"\ncomponent = \"web.wasm\"\n",
+    );
     let stderr = run_web(&manifest);
     assert!(stderr.contains("is not a WebAssembly file"), "{stderr}");
 
     // A core module (here the smallest valid one) is wasm, but not a component.
     std::fs::write(dir.path().join("web.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let stderr = run_web(&manifest);
-    assert!(stderr.contains("core wasm module, not a component"), "{stderr}");
+    assert!(
+        stderr.contains("core wasm module, not a component"),
+        "{stderr}"
+    );
     assert!(stderr.contains("wasm32-wasip2"), "{stderr}");
 }
 
@@ -283,7 +351,10 @@ fn a_component_without_the_http_export_says_what_it_exports() {
     let dir = TempDir::new("noexport");
     // The smallest valid component: it exports nothing.
     std::fs::write(dir.path().join("web.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
-    let manifest = app_with(dir.path(), "[process.web]\nkind = \"http\"\ncomponent = \"web.wasm\"\n");
+    let manifest = app_with(
+        dir.path(),
+        "[process.web]\nkind = \"http\"\ncomponent = \"web.wasm\"\n",
+    );
     let stderr = run_web(&manifest);
     assert!(
         stderr.contains("does not export wasi:http/incoming-handler (it exports nothing)"),
@@ -306,6 +377,9 @@ fn a_port_in_use_is_named_with_the_fix() {
             .env("MAYFLY_CACHE_DIR", shared_cache()),
     );
     assert!(!output.status.success());
-    assert!(stderr.contains(&format!("port {port} is already in use")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("port {port} is already in use")),
+        "{stderr}"
+    );
     assert!(stderr.contains("PORT="), "{stderr}");
 }

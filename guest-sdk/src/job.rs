@@ -30,7 +30,12 @@ impl Job {
     /// let job = mayfly_guest::job::Job::new("1", "emails", vec![], 2);
     /// assert_eq!(job.attempt(), 2);
     /// ```
-    pub fn new(id: impl Into<String>, queue: impl Into<String>, payload: Vec<u8>, attempt: u32) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        queue: impl Into<String>,
+        payload: Vec<u8>,
+        attempt: u32,
+    ) -> Self {
         Job {
             id: id.into(),
             queue: queue.into(),
@@ -126,7 +131,10 @@ impl Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobError {
     /// Run it again: after `delay`, or after the queue's exponential backoff.
-    Retry { reason: String, delay: Option<Duration> },
+    Retry {
+        reason: String,
+        delay: Option<Duration>,
+    },
     /// Give up: the job goes to the dead letters.
     Fail(String),
 }
@@ -206,7 +214,10 @@ pub fn extend(more: Duration) -> Result<u64, String> {
 /// Runs a handler on one job. Called by the code that `#[job_handler]`
 /// generates.
 #[doc(hidden)]
-pub fn __dispatch(job: WitJob, handler: fn(Job) -> Result<(), JobError>) -> Result<(), WitJobError> {
+pub fn __dispatch(
+    job: WitJob,
+    handler: fn(Job) -> Result<(), JobError>,
+) -> Result<(), WitJobError> {
     let job = Job {
         id: job.id,
         queue: job.queue,

@@ -159,6 +159,11 @@ impl Store {
         old: Option<&[u8]>,
         new: impl AsRef<[u8]>,
     ) -> Result<bool, Error> {
-        Ok(kv_atomics::compare_and_swap(&self.bucket, key, old, new.as_ref())?)
+        Ok(kv_atomics::compare_and_swap(
+            &self.bucket,
+            key,
+            old,
+            new.as_ref(),
+        )?)
     }
 }

@@ -80,8 +80,8 @@ pub mod __private {
         });
     }
 
-    pub use http_world::exports::wasi::http::incoming_handler::Guest as IncomingHandler;
     pub use http_world::export_http;
+    pub use http_world::exports::wasi::http::incoming_handler::Guest as IncomingHandler;
     pub use http_world::wasi::http::types::{IncomingRequest, ResponseOutparam};
 
     /// The worker world shares every import with the http world, so the

@@ -97,7 +97,11 @@ pub fn enqueue(queue: &str, payload: impl AsRef<[u8]>) -> Result<String, Error> 
 /// let id = enqueue_with("reports", "monthly", &Options::new().delay(Duration::from_secs(60)))?;
 /// # Ok::<(), mayfly_guest::queue::Error>(())
 /// ```
-pub fn enqueue_with(queue: &str, payload: impl AsRef<[u8]>, options: &Options) -> Result<String, Error> {
+pub fn enqueue_with(
+    queue: &str,
+    payload: impl AsRef<[u8]>,
+    options: &Options,
+) -> Result<String, Error> {
     let options = wit::EnqueueOptions {
         delay_ms: options.delay.map(|d| d.as_millis() as u64),
         idempotency_key: options.key.clone(),

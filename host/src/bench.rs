@@ -92,11 +92,18 @@ async fn run(options: ChurnOptions, concurrency: u32) -> Result<ChurnReport> {
             .unwrap_or(std::path::Path::new(".")),
     );
     let component = engine::load_component(&engine, &options.component, &cache)?;
-    let config = InstanceConfig::new("bench.1", &Default::default(), memory, Duration::from_secs(30));
+    let config = InstanceConfig::new(
+        "bench.1",
+        &Default::default(),
+        memory,
+        Duration::from_secs(30),
+    );
     let handler = Arc::new(Handler::new(&engine, &component, config, Shutdown::new())?);
 
     // One warm-up call: surfaces a broken component before the clock starts.
-    once(&handler).await.context("the component failed on a synthetic GET /")?;
+    once(&handler)
+        .await
+        .context("the component failed on a synthetic GET /")?;
 
     let progress = (!options.json && std::io::stdout().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(options.duration.as_millis() as u64);

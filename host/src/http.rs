@@ -27,7 +27,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::instance::{new_store, GuestState, InstanceConfig, Interrupted};
+use crate::instance::{interruption, new_store, GuestState, InstanceConfig, Interrupted};
 use crate::lifecycle::Shutdown;
 
 /// The export every web component must have.
@@ -114,13 +114,21 @@ impl Handler {
 
         // The guest runs in its own task: it may keep writing the body after
         // the response head has gone out.
+        let deadline = store.data().deadline().clone();
+        let shutdown = self.shutdown.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, out)
-                .await
+            let call = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, out)
+                    .await
+            };
+            tokio::select! {
+                result = call => result,
+                why = interruption(&deadline, &shutdown) => Err(wasmtime::Error::new(why)),
+            }
         });
 
         match receiver.await {
@@ -136,7 +144,9 @@ impl Handler {
                 )),
                 Ok(Err(err)) => match Interrupted::of(&err) {
                     Some(why) => GuestFailure::Interrupted(why),
-                    None => GuestFailure::Failed(anyhow::Error::from(err).context("the guest trapped")),
+                    None => {
+                        GuestFailure::Failed(anyhow::Error::from(err).context("the guest trapped"))
+                    }
                 },
                 Err(join) => GuestFailure::Failed(anyhow::anyhow!("the guest task failed: {join}")),
             }),
@@ -148,8 +158,14 @@ impl Handler {
 /// exports instead when it does not.
 fn check_exports(engine: &Engine, component: &Component) -> Result<()> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    if exports.iter().any(|name| name.starts_with(INCOMING_HANDLER)) {
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if exports
+        .iter()
+        .any(|name| name.starts_with(INCOMING_HANDLER))
+    {
         return Ok(());
     }
     let found = if exports.is_empty() {
@@ -263,7 +279,10 @@ pub async fn serve(
     // Stop accepting: new connections are refused from here on.
     drop(listener);
     let started = Instant::now();
-    tracing::info!("{} stopped accepting; finishing in-flight requests", config.process);
+    tracing::info!(
+        "{} stopped accepting; finishing in-flight requests",
+        config.process
+    );
     // Idle keep-alive connections close now, busy ones after their response.
     shutdown.finish(config.grace, graceful.shutdown()).await;
     tracing::info!(
@@ -285,8 +304,11 @@ struct Service {
 impl Service {
     async fn call(&self, req: Request<Incoming>) -> Response<HyperOutgoingBody> {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "server is at capacity, retry shortly\n")
-                .with_retry_after();
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server is at capacity, retry shortly\n",
+            )
+            .with_retry_after();
         };
         let request_id = format!(
             "{}-{:x}",
@@ -322,7 +344,11 @@ impl Service {
             }
         };
         let request = Request::from_parts(parts, Full::new(body));
-        match self.handler.handle(request, &request_id, Some(permit)).await {
+        match self
+            .handler
+            .handle(request, &request_id, Some(permit))
+            .await
+        {
             Ok(response) => response,
             Err(failure) => {
                 let status = failure.status();
@@ -370,7 +396,9 @@ async fn read_body(mut body: Incoming, max_body: u64) -> Result<Bytes, BodyError
             Err(_) if seen > max_body => return Err(BodyError::TooLarge),
             Err(err) => return Err(BodyError::Read(err)),
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         seen += data.len() as u64;
         if seen > max_body {
             if seen > max_body + DISCARD_LIMIT {

@@ -86,6 +86,10 @@ impl Deadline {
         Self::encode(Instant::now()) >= self.0.load(Ordering::Relaxed)
     }
 
+    fn instant(&self) -> Instant {
+        process_epoch() + Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+
     /// Moves the deadline to `budget` from now, if that is later.
     pub fn extend_to(&self, budget: Duration) {
         self.0
@@ -143,7 +147,11 @@ impl InstanceConfig {
     }
 
     /// Adds the guest's `wasi:config` values and backing services.
-    pub fn with_services(mut self, config: &BTreeMap<String, String>, backends: Option<Backends>) -> Self {
+    pub fn with_services(
+        mut self,
+        config: &BTreeMap<String, String>,
+        backends: Option<Backends>,
+    ) -> Self {
         self.config = config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         self.backends = backends;
         self
@@ -176,6 +184,23 @@ impl Interrupted {
     /// guest was stopped by the host rather than trapping by itself.
     pub fn of(err: &wasmtime::Error) -> Option<Interrupted> {
         err.downcast_ref::<Interrupted>().copied()
+    }
+}
+
+/// Resolves when the host must stop a guest that is waiting in a host call
+/// (a sleep, a read): the epoch callback only runs while wasm code runs, so
+/// the caller races the guest call against this and drops the call.
+pub async fn interruption(deadline: &Deadline, shutdown: &Shutdown) -> Interrupted {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.instant().into()) => {
+                // The guest may have extended its deadline meanwhile.
+                if deadline.passed() {
+                    return Interrupted::Deadline;
+                }
+            }
+            () = shutdown.cancelled() => return Interrupted::Shutdown,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Semaphore};
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
-use crate::instance::{new_store, GuestState, InstanceConfig, Interrupted, JobLease};
+use crate::instance::{interruption, new_store, GuestState, InstanceConfig, Interrupted, JobLease};
 use crate::lifecycle::Shutdown;
 use crate::queue::{now_ms, Leased, Outcome, Policy};
 use crate::services::exports::mayfly::process::job_handler::{Job, JobError};
@@ -69,7 +69,13 @@ impl Runner {
 
     /// Runs one attempt of a job in a fresh instance.
     pub async fn run(&self, job: &Leased, lease: Option<JobLease>) -> Outcome {
-        let mut store = new_store(&self.engine, &self.config, &format!("job {}", job.id), &self.shutdown, lease);
+        let mut store = new_store(
+            &self.engine,
+            &self.config,
+            &format!("job {}", job.id),
+            &self.shutdown,
+            lease,
+        );
         let record = Job {
             id: job.id.clone(),
             queue: job.queue.clone(),
@@ -78,14 +84,18 @@ impl Runner {
             enqueued_at: job.enqueued_at_ms,
             deadline: now_ms() + self.config.deadline.as_millis() as u64,
         };
-        let result = async {
+        let deadline = store.data().deadline().clone();
+        let call = async {
             let worker = self.pre.instantiate_async(&mut store).await?;
             worker
                 .mayfly_process_job_handler()
                 .call_handle(&mut store, &record)
                 .await
-        }
-        .await;
+        };
+        let result = tokio::select! {
+            result = call => result,
+            why = interruption(&deadline, &self.shutdown) => Err(wasmtime::Error::new(why)),
+        };
         match result {
             Ok(Ok(())) => Outcome::Done,
             Ok(Err(JobError::Retry(retry))) => Outcome::Retry {
@@ -110,7 +120,10 @@ impl Runner {
 
 fn check_exports(engine: &Engine, component: &Component) -> Result<()> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if exports.iter().any(|name| name.starts_with(JOB_HANDLER)) {
         return Ok(());
     }
@@ -173,11 +186,16 @@ pub async fn work(
             permits.push(permit);
         }
         let queue = backends.queue.clone();
-        let (queues, max, lease_owner, policy) =
-            (config.queues.clone(), permits.len(), owner.clone(), config.policy);
-        let leased = tokio::task::spawn_blocking(move || queue.lease(&queues, max, &lease_owner, policy))
-            .await?
-            .with_context(|| format!("{} cannot lease jobs", config.process));
+        let (queues, max, lease_owner, policy) = (
+            config.queues.clone(),
+            permits.len(),
+            owner.clone(),
+            config.policy,
+        );
+        let leased =
+            tokio::task::spawn_blocking(move || queue.lease(&queues, max, &lease_owner, policy))
+                .await?
+                .with_context(|| format!("{} cannot lease jobs", config.process));
         let leased = match leased {
             Ok(leased) => leased,
             Err(err) => {
@@ -209,10 +227,11 @@ pub async fn work(
                 id: job.id.clone(),
             };
             let label = config.process.clone();
+            let max_attempts = config.policy.max_attempts;
             tokio::spawn(async move {
                 let started = Instant::now();
                 let outcome = runner.run(&job, Some(lease)).await;
-                log_outcome(&label, &job, &outcome, started.elapsed());
+                log_outcome(&label, &job, max_attempts, &outcome, started.elapsed());
                 let _ = done.send((job.id, outcome));
                 drop(permit);
             });
@@ -239,16 +258,23 @@ async fn sleep_unless_draining(shutdown: &Shutdown, pause: Duration) {
     }
 }
 
-fn log_outcome(label: &str, job: &Leased, outcome: &Outcome, took: Duration) {
+fn log_outcome(label: &str, job: &Leased, max_attempts: u32, outcome: &Outcome, took: Duration) {
     let ms = took.as_secs_f64() * 1e3;
     match outcome {
         Outcome::Done => tracing::debug!("{label} job {} done in {ms:.1} ms", job.id),
         Outcome::Retry { reason, .. } => tracing::warn!(
-            "{label} job {} attempt {} failed, will retry: {reason}",
+            "{label} job {} attempt {} of {max_attempts} failed ({}): {reason}",
             job.id,
-            job.attempt
+            job.attempt,
+            if job.attempt >= max_attempts {
+                "dead"
+            } else {
+                "will retry"
+            }
         ),
-        Outcome::Fail { reason } => tracing::warn!("{label} job {} failed for good: {reason}", job.id),
+        Outcome::Fail { reason } => {
+            tracing::warn!("{label} job {} failed for good: {reason}", job.id)
+        }
         Outcome::Release => tracing::info!(
             "{label} job {} stopped by shutdown; released to the queue",
             job.id
@@ -273,7 +299,8 @@ async fn complete(
         let queue = backends.queue.clone();
         let owner = owner.clone();
         let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
-        let result = tokio::task::spawn_blocking(move || queue.complete(&owner, &batch, policy)).await?;
+        let result =
+            tokio::task::spawn_blocking(move || queue.complete(&owner, &batch, policy)).await?;
         if let Err(err) = result {
             // The leases will expire and the jobs run again: at-least-once.
             tracing::error!("cannot record {} job outcome(s): {err:#}", ids.len());
@@ -287,7 +314,12 @@ async fn complete(
 }
 
 /// Keeps the leases of running jobs alive, every third of a lease.
-async fn heartbeat(backends: Backends, owner: String, lease: Duration, running: Arc<Mutex<HashSet<String>>>) {
+async fn heartbeat(
+    backends: Backends,
+    owner: String,
+    lease: Duration,
+    running: Arc<Mutex<HashSet<String>>>,
+) {
     let mut tick = tokio::time::interval(lease / 3);
     tick.tick().await;
     loop {

@@ -19,5 +19,11 @@ pub trait Kv: Send + Sync {
     /// Adds `delta` to the counter at `key` (absent: 0) and returns the sum.
     fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64>;
     /// Sets `key` to `new` if it holds `old` (`None`: absent).
-    fn compare_and_swap(&self, bucket: &str, key: &str, old: Option<&[u8]>, new: &[u8]) -> Result<bool>;
+    fn compare_and_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool>;
 }

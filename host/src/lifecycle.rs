@@ -20,6 +20,7 @@ pub struct Shutdown {
 struct Inner {
     draining: watch::Sender<bool>,
     cancelling: AtomicBool,
+    cancelled: watch::Sender<bool>,
 }
 
 impl Default for Shutdown {
@@ -34,6 +35,7 @@ impl Shutdown {
             inner: Arc::new(Inner {
                 draining: watch::Sender::new(false),
                 cancelling: AtomicBool::new(false),
+                cancelled: watch::Sender::new(false),
             }),
         }
     }
@@ -58,6 +60,13 @@ impl Shutdown {
     pub fn cancel(&self) {
         self.drain();
         self.inner.cancelling.store(true, Ordering::SeqCst);
+        self.inner.cancelled.send_replace(true);
+    }
+
+    /// Resolves once cancelling has begun.
+    pub async fn cancelled(&self) {
+        let mut rx = self.inner.cancelled.subscribe();
+        let _ = rx.wait_for(|cancelled| *cancelled).await;
     }
 
     pub fn is_cancelling(&self) -> bool {

@@ -13,21 +13,31 @@ use clap::{Parser, Subcommand};
 use mayfly::engine::{self, Allocator, EngineOptions};
 use mayfly::http::{self, Handler, ServerConfig};
 use mayfly::instance::InstanceConfig;
+use mayfly::job::{self, Runner, WorkerConfig};
 use mayfly::lifecycle::Shutdown;
 use mayfly::logs::{self, LogFormat};
 use mayfly::manifest::{self, Kind, Manifest};
-use mayfly::job::{self, Runner, WorkerConfig};
 use mayfly::queue::{NewJob, Policy, Queue, State};
 use mayfly::{bench, state, toolchain};
 
 #[derive(Parser)]
-#[command(name = "mayfly", version, about = "Run twelve-factor process types as WebAssembly components")]
+#[command(
+    name = "mayfly",
+    version,
+    about = "Run twelve-factor process types as WebAssembly components"
+)]
 struct Cli {
     /// The app's manifest.
     #[arg(long, global = true, default_value = manifest::DEFAULT_MANIFEST, env = "MAYFLY_MANIFEST")]
     manifest: PathBuf,
     /// How log lines are written.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "MAYFLY_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "MAYFLY_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -287,11 +297,17 @@ fn run(
                     &engine::cache_dir(&manifest.dir),
                 )
                 .with_context(|| format!("process type `{}`", process.name))?;
-                let config = InstanceConfig::new(&label, &process.env, process.memory, process.deadline)
-                    .with_services(&process.config, Some(backends.clone()));
-                let runner = Runner::new(&engine, &component, config, shutdown.clone()).with_context(|| {
-                    format!("process type `{}` ({})", process.name, process.component.display())
-                })?;
+                let config =
+                    InstanceConfig::new(&label, &process.env, process.memory, process.deadline)
+                        .with_services(&process.config, Some(backends.clone()));
+                let runner = Runner::new(&engine, &component, config, shutdown.clone())
+                    .with_context(|| {
+                        format!(
+                            "process type `{}` ({})",
+                            process.name,
+                            process.component.display()
+                        )
+                    })?;
                 tracing::info!(
                     "{label} working on {} (ready in {:.1} ms)",
                     process.queues.join(", "),
@@ -327,7 +343,10 @@ fn jobs(queue: &dyn Queue, command: Jobs) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {
-                println!("{:>8}  {:<12} {:<8} {:>8}  LAST ERROR", "ID", "QUEUE", "STATE", "ATTEMPTS");
+                println!(
+                    "{:>8}  {:<12} {:<8} {:>8}  LAST ERROR",
+                    "ID", "QUEUE", "STATE", "ATTEMPTS"
+                );
                 for job in jobs {
                     println!(
                         "{:>8}  {:<12} {:<8} {:>8}  {}",
@@ -347,7 +366,9 @@ fn jobs(queue: &dyn Queue, command: Jobs) -> Result<()> {
             let mut value = serde_json::to_value(&job)?;
             value["payload"] = match std::str::from_utf8(&job.payload) {
                 Ok(text) => serde_json::Value::String(text.to_string()),
-                Err(_) => serde_json::Value::String(format!("<{} bytes of binary>", job.payload.len())),
+                Err(_) => {
+                    serde_json::Value::String(format!("<{} bytes of binary>", job.payload.len()))
+                }
             };
             println!("{}", serde_json::to_string_pretty(&value)?);
         }

@@ -184,8 +184,9 @@ mod defaults {
 
 /// Parses durations such as `"30s"`, `"500ms"` or `"5m"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|err| format!("`{text}` is not a duration ({err}): write it like \"30s\", \"500ms\" or \"5m\""))
+    humantime::parse_duration(text).map_err(|err| {
+        format!("`{text}` is not a duration ({err}): write it like \"30s\", \"500ms\" or \"5m\"")
+    })
 }
 
 /// Parses sizes such as `"64MiB"`, `"512KiB"` or `"1GB"`.
@@ -193,7 +194,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     text.trim()
         .parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
-        .map_err(|_| format!("`{text}` is not a size: write it like \"64MiB\", \"512KiB\" or \"1GB\""))
+        .map_err(|_| {
+            format!("`{text}` is not a size: write it like \"64MiB\", \"512KiB\" or \"1GB\"")
+        })
 }
 
 fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
@@ -245,7 +248,9 @@ impl Manifest {
         }
         let mut processes = BTreeMap::new();
         for (name, raw) in raw.process {
-            let problem = |what: &str| anyhow::anyhow!("manifest {}: [process.{name}] {what}", path.display());
+            let problem = |what: &str| {
+                anyhow::anyhow!("manifest {}: [process.{name}] {what}", path.display())
+            };
             let concurrency = raw.concurrency.unwrap_or(match raw.kind {
                 Kind::Http => 256,
                 Kind::Job => 4,
@@ -370,9 +375,10 @@ mod tests {
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("prot"), "{err}");
 
-        let err = parse("[process.web]\nkind = \"http\"\ncomponent = \"w.wasm\"\nmemory = \"lots\"\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            parse("[process.web]\nkind = \"http\"\ncomponent = \"w.wasm\"\nmemory = \"lots\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("line 4") && err.contains("64MiB"), "{err}");
     }
 

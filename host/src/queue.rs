@@ -124,7 +124,13 @@ pub trait Queue: Send + Sync {
 
     /// Leases up to `max` ready jobs of `queues` to `owner`. Jobs whose lease
     /// expired are ready again (or dead, if that was their last attempt).
-    fn lease(&self, queues: &[String], max: usize, owner: &str, policy: Policy) -> Result<Vec<Leased>>;
+    fn lease(
+        &self,
+        queues: &[String],
+        max: usize,
+        owner: &str,
+        policy: Policy,
+    ) -> Result<Vec<Leased>>;
 
     /// Records how attempts ended, in one transaction. Outcomes for jobs no
     /// longer leased to `owner` (the lease expired meanwhile) are ignored.
@@ -133,7 +139,8 @@ pub trait Queue: Send + Sync {
     /// Extends the leases `owner` holds on `ids`.
     fn heartbeat(&self, owner: &str, ids: &[String], lease: Duration) -> Result<()>;
 
-    fn list(&self, queue: Option<&str>, state: Option<State>, limit: usize) -> Result<Vec<JobInfo>>;
+    fn list(&self, queue: Option<&str>, state: Option<State>, limit: usize)
+        -> Result<Vec<JobInfo>>;
 
     fn get(&self, id: &str) -> Result<Option<JobInfo>>;
 
@@ -148,7 +155,9 @@ pub trait Queue: Send + Sync {
 /// 1s, 2s, 4s, ... capped at one hour, each ±25% so that jobs which failed
 /// together do not come back together.
 pub fn backoff(attempt: u32, jitter_unit: f64) -> Duration {
-    let base = 2f64.powi(attempt.saturating_sub(1).min(12) as i32).min(3600.0);
+    let base = 2f64
+        .powi(attempt.saturating_sub(1).min(12) as i32)
+        .min(3600.0);
     Duration::from_secs_f64(base * (0.75 + 0.5 * jitter_unit.clamp(0.0, 1.0)))
 }
 

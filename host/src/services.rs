@@ -26,9 +26,9 @@ wasmtime::component::bindgen!({
     },
 });
 
-use mayfly::process::{job_context, kv_atomics, queue};
-use wasi::config::store as config;
-use wasi::keyvalue::{atomics, store};
+use self::mayfly::process::{job_context, kv_atomics, queue};
+use self::wasi::config::store as config;
+use self::wasi::keyvalue::{atomics, store};
 
 /// An open `wasi:keyvalue` bucket: a name within the app's store.
 pub struct Bucket {
@@ -36,7 +36,10 @@ pub struct Bucket {
 }
 
 /// Adds every mayfly service to a linker (WASI itself is added separately).
-pub fn add_to_linker(linker: &mut Linker<GuestState>, with_job_context: bool) -> anyhow::Result<()> {
+pub fn add_to_linker(
+    linker: &mut Linker<GuestState>,
+    with_job_context: bool,
+) -> anyhow::Result<()> {
     queue::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, identity)
         .map_err(anyhow::Error::from)?;
     store::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, identity)
@@ -119,12 +122,21 @@ impl store::Host for GuestState {
 }
 
 impl store::HostBucket for GuestState {
-    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, store::Error> {
+    fn get(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, store::Error> {
         let name = self.bucket_name(&bucket)?;
         self.kv()?.get(&name, &key).map_err(kv_error)
     }
 
-    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), store::Error> {
+    fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), store::Error> {
         let name = self.bucket_name(&bucket)?;
         self.kv()?.set(&name, &key, &value).map_err(kv_error)
     }
@@ -156,7 +168,12 @@ impl store::HostBucket for GuestState {
 }
 
 impl atomics::Host for GuestState {
-    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> Result<u64, store::Error> {
+    fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> Result<u64, store::Error> {
         let name = self.bucket_name(&bucket)?;
         self.kv()?.increment(&name, &key, delta).map_err(kv_error)
     }

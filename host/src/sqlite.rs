@@ -67,20 +67,16 @@ impl Sqlite {
                 path.display()
             )
         };
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| refuse(&e))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
         // Read before writing: a foreign or corrupt file fails here.
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| refuse(&e))?;
-        let objects: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(|e| refuse(&e))?;
+        let (version, objects) = read_header(&conn).map_err(|e| refuse(&e))?;
         if version > SCHEMA_VERSION {
             bail!(
                 "state file {} was written by a newer mayfly (schema {version}); nothing was \
@@ -91,21 +87,39 @@ impl Sqlite {
         if version == 0 && objects > 0 {
             return Err(refuse(&"it is an SQLite database, but not one of mayfly's"));
         }
-        if version == SCHEMA_VERSION {
-            let check: String = conn
-                .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        // WAL is a property of the file: set once, by whichever process
+        // comes first. Switching needs a moment alone with the file, and the
+        // busy handler does not wait for that, so retry briefly.
+        let mut tries = 0;
+        loop {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
                 .map_err(|e| refuse(&e))?;
-            if check != "ok" {
-                return Err(refuse(&format!("integrity check: {check}")));
+            if mode.eq_ignore_ascii_case("wal") {
+                break;
+            }
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(_) => {}
+                Err(err) if tries < 200 && is_busy(&err) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(err) => return Err(refuse(&err)),
             }
         }
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| refuse(&e))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("cannot create the tables in {}", path.display()))?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        if version == 0 {
+            // Tables and version in one transaction: another process opening
+            // the file at the same moment sees all of it or none of it.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (version, objects) = read_header(&tx)?;
+            if version == 0 && objects == 0 {
+                tx.execute_batch(SCHEMA)
+                    .with_context(|| format!("cannot create the tables in {}", path.display()))?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            tx.commit()?;
+        }
         Ok(Sqlite {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -116,6 +130,23 @@ impl Sqlite {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn).with_context(|| format!("state database {}", self.path.display()))
     }
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn read_header(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    // One statement, one snapshot: another process may be creating the
+    // schema right now, and two reads could see its before and its after.
+    conn.query_row(
+        "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 fn job_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobInfo> {
@@ -137,8 +168,9 @@ fn job_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobInfo> {
 }
 
 fn parse_id(id: &str) -> Result<i64> {
-    id.parse()
-        .with_context(|| format!("`{id}` is not a job id (ids are numbers, as `mayfly enqueue` prints them)"))
+    id.parse().with_context(|| {
+        format!("`{id}` is not a job id (ids are numbers, as `mayfly enqueue` prints them)")
+    })
 }
 
 impl Queue for Sqlite {
@@ -156,7 +188,11 @@ impl Queue for Sqlite {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(key) = &job.idempotency_key {
                 let existing: Option<i64> = tx
-                    .query_row("SELECT id FROM jobs WHERE idempotency_key = ?1", [key], |r| r.get(0))
+                    .query_row(
+                        "SELECT id FROM jobs WHERE idempotency_key = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )
                     .optional()?;
                 if let Some(id) = existing {
                     return Ok(Enqueued {
@@ -179,7 +215,13 @@ impl Queue for Sqlite {
         })
     }
 
-    fn lease(&self, queues: &[String], max: usize, owner: &str, policy: Policy) -> Result<Vec<Leased>> {
+    fn lease(
+        &self,
+        queues: &[String],
+        max: usize,
+        owner: &str,
+        policy: Policy,
+    ) -> Result<Vec<Leased>> {
         if max == 0 || queues.is_empty() {
             return Ok(Vec::new());
         }
@@ -249,7 +291,8 @@ impl Queue for Sqlite {
                         run_at = ?5, last_error = ?6, lease_owner = NULL, lease_until = NULL
                      WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
                 )?;
-                let mut attempts_of = tx.prepare_cached("SELECT attempts FROM jobs WHERE id = ?1")?;
+                let mut attempts_of =
+                    tx.prepare_cached("SELECT attempts FROM jobs WHERE id = ?1")?;
                 let mut fail = tx.prepare_cached(
                     "UPDATE jobs SET state = 'dead', finished_at = ?3, last_error = ?4,
                             lease_owner = NULL, lease_until = NULL
@@ -317,7 +360,12 @@ impl Queue for Sqlite {
         })
     }
 
-    fn list(&self, queue: Option<&str>, state: Option<State>, limit: usize) -> Result<Vec<JobInfo>> {
+    fn list(
+        &self,
+        queue: Option<&str>,
+        state: Option<State>,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>> {
         self.with(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT * FROM jobs WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
@@ -342,8 +390,10 @@ impl Queue for Sqlite {
     fn revive(&self, id: &str) -> Result<()> {
         let numeric = parse_id(id)?;
         let state: Option<String> = self.with(|conn| {
-            conn.query_row("SELECT state FROM jobs WHERE id = ?1", [numeric], |r| r.get(0))
-                .optional()
+            conn.query_row("SELECT state FROM jobs WHERE id = ?1", [numeric], |r| {
+                r.get(0)
+            })
+            .optional()
         })?;
         match state.as_deref() {
             None => bail!("there is no job {id}"),
@@ -363,7 +413,10 @@ impl Queue for Sqlite {
 
     fn purge(&self, state: State) -> Result<u64> {
         if !matches!(state, State::Done | State::Dead) {
-            bail!("only done or dead jobs can be purged, not {}", state.as_str());
+            bail!(
+                "only done or dead jobs can be purged, not {}",
+                state.as_str()
+            );
         }
         self.with(|conn| conn.execute("DELETE FROM jobs WHERE state = ?1", [state.as_str()]))
             .map(|n| n as u64)
@@ -417,7 +470,9 @@ impl Kv for Sqlite {
             let mut stmt = conn.prepare_cached(
                 "SELECT key FROM kv WHERE bucket = ?1 ORDER BY key LIMIT ?2 OFFSET ?3",
             )?;
-            let rows = stmt.query_map(params![bucket, PAGE as i64 + 1, offset as i64], |r| r.get(0))?;
+            let rows = stmt.query_map(params![bucket, PAGE as i64 + 1, offset as i64], |r| {
+                r.get(0)
+            })?;
             rows.collect()
         })?;
         if keys.len() > PAGE {
@@ -433,13 +488,17 @@ impl Kv for Sqlite {
         let value = self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<Vec<u8>> = tx
-                .query_row("SELECT value FROM kv WHERE bucket = ?1 AND key = ?2", [bucket, key], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT value FROM kv WHERE bucket = ?1 AND key = ?2",
+                    [bucket, key],
+                    |r| r.get(0),
+                )
                 .optional()?;
             let current = match current {
                 None => Some(0),
-                Some(bytes) => std::str::from_utf8(&bytes).ok().and_then(|t| t.trim().parse::<u64>().ok()),
+                Some(bytes) => std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok()),
             };
             let Some(current) = current else {
                 return Ok(None);
@@ -456,13 +515,21 @@ impl Kv for Sqlite {
         value.with_context(|| format!("key `{key}` holds something that is not a counter"))
     }
 
-    fn compare_and_swap(&self, bucket: &str, key: &str, old: Option<&[u8]>, new: &[u8]) -> Result<bool> {
+    fn compare_and_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<Vec<u8>> = tx
-                .query_row("SELECT value FROM kv WHERE bucket = ?1 AND key = ?2", [bucket, key], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT value FROM kv WHERE bucket = ?1 AND key = ?2",
+                    [bucket, key],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if current.as_deref() != old {
                 return Ok(false);
@@ -515,8 +582,9 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!((first[0].id.as_str(), first[0].attempt), (id.as_str(), 1));
         assert!(db.lease(&queues, 10, "b", policy()).unwrap().is_empty());
-        db.complete("a", &[(id.clone(), Outcome::Done)], policy()).unwrap();
-        assert_eq!(db.get(&id).unwrap().unwrap().state, State::Done);
+        db.complete("a", &[(id.clone(), Outcome::Done)], policy())
+            .unwrap();
+        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Done);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -526,8 +594,9 @@ mod tests {
         let id = db.enqueue(job("q")).unwrap().id;
         let queues = vec!["q".to_string()];
         db.lease(&queues, 1, "a", policy()).unwrap();
-        db.complete("a", &[(id.clone(), Outcome::Release)], policy()).unwrap();
-        assert_eq!(db.get(&id).unwrap().unwrap().attempts, 0);
+        db.complete("a", &[(id.clone(), Outcome::Release)], policy())
+            .unwrap();
+        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().attempts, 0);
 
         for attempt in 1..=2 {
             let leased = db.lease(&queues, 1, "a", policy()).unwrap();
@@ -538,11 +607,11 @@ mod tests {
             };
             db.complete("a", &[(id.clone(), retry)], policy()).unwrap();
         }
-        let info = db.get(&id).unwrap().unwrap();
+        let info = Queue::get(&db, &id).unwrap().unwrap();
         assert_eq!(info.state, State::Dead);
         assert_eq!(info.last_error.as_deref(), Some("boom 2"));
         db.revive(&id).unwrap();
-        assert_eq!(db.get(&id).unwrap().unwrap().state, State::Queued);
+        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Queued);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -561,13 +630,17 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_database_is_refused_untouched() {
-        let dir = std::env::temp_dir().join(format!("mayfly-sqlite-{}-corrupt", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("mayfly-sqlite-{}-corrupt", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.db");
         let junk = vec![0x5au8; 8192];
         std::fs::write(&path, &junk).unwrap();
         let err = Sqlite::open(&path).err().unwrap().to_string();
-        assert!(err.contains("nothing was changed") && err.contains("state.db"), "{err}");
+        assert!(
+            err.contains("nothing was changed") && err.contains("state.db"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), junk);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -40,7 +40,11 @@ impl std::fmt::Display for Toolchain {
         match self {
             Toolchain::Rustup => write!(f, "rustup toolchain with the {TARGET} target"),
             Toolchain::System { rustc, .. } => {
-                write!(f, "system toolchain {} with std built from source", rustc.display())
+                write!(
+                    f,
+                    "system toolchain {} with std built from source",
+                    rustc.display()
+                )
             }
         }
     }
@@ -68,7 +72,11 @@ fn rustup_has_target() -> bool {
         return false;
     };
     let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    sysroot.join("lib/rustlib").join(TARGET).join("lib").is_dir()
+    sysroot
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib")
+        .is_dir()
 }
 
 fn system_toolchain() -> Option<Toolchain> {
@@ -104,10 +112,20 @@ fn find_component_ld() -> Option<PathBuf> {
     }
     let output = Command::new("rustc").arg("-vV").output().ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let host = text.lines().find_map(|l| l.strip_prefix("host: "))?.trim().to_string();
-    let output = Command::new("rustc").args(["--print", "sysroot"]).output().ok()?;
+    let host = text
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))?
+        .trim()
+        .to_string();
+    let output = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    let candidate = sysroot.join("lib/rustlib").join(host).join("bin/wasm-component-ld");
+    let candidate = sysroot
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/wasm-component-ld");
     candidate.is_file().then_some(candidate)
 }
 
@@ -168,7 +186,10 @@ pub fn build(manifest: &Manifest) -> Result<()> {
         .filter_map(|p| p.build.as_deref())
         .collect();
     if commands.is_empty() {
-        tracing::info!("no process type in {} has a `build` command", manifest.path.display());
+        tracing::info!(
+            "no process type in {} has a `build` command",
+            manifest.path.display()
+        );
     } else {
         let toolchain = detect()?;
         tracing::info!("guest toolchain: {toolchain}");

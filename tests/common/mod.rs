@@ -12,12 +12,18 @@ use std::time::{Duration, Instant};
 /// The binary under test.
 pub fn mayfly() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mayfly"));
-    command.env("RUST_LOG", "info").env_remove("PORT").env_remove("MAYFLY_MANIFEST");
+    command
+        .env("RUST_LOG", "info")
+        .env_remove("PORT")
+        .env_remove("MAYFLY_MANIFEST");
     command
 }
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn example(name: &str) -> PathBuf {
@@ -28,7 +34,15 @@ pub fn example(name: &str) -> PathBuf {
 pub fn build_examples() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for name in ["hello", "counter", "spin", "limits", "raw-http"] {
+        for name in [
+            "hello",
+            "counter",
+            "spin",
+            "limits",
+            "raw-http",
+            "wordcount",
+            "joblab",
+        ] {
             let output = mayfly()
                 .args(["build", "--manifest"])
                 .arg(example(name))
@@ -50,7 +64,8 @@ impl TempDir {
     pub fn new(label: &str) -> TempDir {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("mayfly-test-{}-{label}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("mayfly-test-{}-{label}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -133,10 +148,20 @@ impl Server {
     }
 
     pub fn start_with(manifest: &Path, cache: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_type("web", manifest, cache, env)
+    }
+
+    /// Starts `mayfly run TYPE` and waits until it says it is ready.
+    pub fn start_type(
+        process_type: &str,
+        manifest: &Path,
+        cache: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
         build_examples();
         let mut command = mayfly();
         command
-            .args(["run", "web", "--manifest"])
+            .args(["run", process_type, "--manifest"])
             .arg(manifest)
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")
@@ -147,10 +172,17 @@ impl Server {
         let mut child = command.spawn().expect("spawn mayfly run");
         let log = Log::default();
         log.follow(child.stderr.take().unwrap());
-        let Some(line) = log.wait_for("listening on http://", Duration::from_secs(120)) else {
+        let Some(line) = log.wait_for("(ready in", Duration::from_secs(120)) else {
             let _ = child.kill();
             panic!("mayfly run did not start:\n{}", log.text());
         };
+        if !line.contains("listening on http://") {
+            return Server {
+                child,
+                port: 0,
+                log,
+            };
+        }
         let port = line
             .rsplit_once("127.0.0.1:")
             .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
