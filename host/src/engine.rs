@@ -57,7 +57,7 @@ pub struct EngineOptions {
 /// a log line instead of refusing to start.
 pub fn build(options: EngineOptions) -> Result<(Engine, Allocator)> {
     if options.allocator == Allocator::Pooling {
-        match Engine::new(&config(Some(pooling(options)))) {
+        match Engine::new(&config(options.memory, Some(pooling(options)))) {
             Ok(engine) => return Ok((engine, Allocator::Pooling)),
             Err(err) => tracing::warn!(
                 "the pooling allocator is not available here ({err:#}); \
@@ -65,16 +65,28 @@ pub fn build(options: EngineOptions) -> Result<(Engine, Allocator)> {
             ),
         }
     }
-    let engine = Engine::new(&config(None))
+    let engine = Engine::new(&config(options.memory, None))
         .map_err(anyhow::Error::from)
         .context("cannot create the wasm engine")?;
     Ok((engine, Allocator::OnDemand))
 }
 
-fn config(pooling: Option<PoolingAllocationConfig>) -> Config {
+fn config(memory: u64, pooling: Option<PoolingAllocationConfig>) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
+    // Explicit bounds checks instead of guard pages and signal handlers.
+    // With guard pages, every instance whose guest grew its memory costs an
+    // `mprotect` to take the growth back when its slot is reused, and on a
+    // multi-threaded process that is a TLB shootdown on every core: measured
+    // here, 30k instances/s with guard pages against 49k without. The bounds
+    // checks cost far less than that for short-lived instances.
+    config.signals_based_traps(false);
+    config.memory_guard_size(0);
+    config.guard_before_linear_memory(false);
+    // Reserve the whole allowed size up front, so memory never moves as it grows.
+    config.memory_reservation(memory);
+    config.memory_reservation_for_growth(0);
     if let Some(pooling) = pooling {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
