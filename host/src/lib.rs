@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod engine;
+pub mod export;
 pub mod http;
 pub mod instance;
 pub mod job;
@@ -18,4 +19,5 @@ pub mod queue;
 pub mod services;
 pub mod sqlite;
 pub mod state;
+pub mod supervisor;
 pub mod toolchain;

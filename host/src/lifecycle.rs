@@ -118,3 +118,28 @@ impl Shutdown {
         }
     }
 }
+
+/// Tells systemd the process is ready (`Type=notify` units), when it runs
+/// under one: `NOTIFY_SOCKET` names a datagram socket, abstract if it starts
+/// with `@`.
+pub fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let result = (|| -> std::io::Result<()> {
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let socket = UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        let addr = if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        } else {
+            SocketAddr::from_pathname(&path)?
+        };
+        socket.send_to_addr(b"READY=1", &addr)?;
+        Ok(())
+    })();
+    if let Err(err) = result {
+        tracing::warn!("cannot notify systemd that the process is ready: {err}");
+    }
+}

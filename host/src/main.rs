@@ -14,11 +14,12 @@ use mayfly::engine::{self, Allocator, EngineOptions};
 use mayfly::http::{self, Handler, ServerConfig};
 use mayfly::instance::InstanceConfig;
 use mayfly::job::{self, Runner, WorkerConfig};
-use mayfly::lifecycle::Shutdown;
+use mayfly::lifecycle::{self, Shutdown};
 use mayfly::logs::{self, LogFormat};
 use mayfly::manifest::{self, Kind, Manifest};
 use mayfly::queue::{NewJob, Policy, Queue, State};
-use mayfly::{bench, state, toolchain};
+use mayfly::supervisor::{self, Formation};
+use mayfly::{bench, export, state, toolchain};
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +58,26 @@ enum Command {
         /// Share the port with other processes of the same type.
         #[arg(long, hide = true, env = "MAYFLY_REUSE_PORT")]
         reuse_port: bool,
+        /// Runtime threads (default: one per CPU).
+        #[arg(long, env = "MAYFLY_THREADS")]
+        threads: Option<usize>,
+    },
+    /// Run the whole formation as child processes until SIGTERM/SIGINT.
+    Up {
+        /// Override `[formation]`: `web=2,worker=3`.
+        #[arg(long)]
+        formation: Option<String>,
+    },
+    /// Write the formation for systemd, Kubernetes or a Procfile runner.
+    Export {
+        #[arg(value_enum)]
+        target: export::Target,
+        /// Override `[formation]`: `web=2,worker=3`.
+        #[arg(long)]
+        formation: Option<String>,
+        /// Write the files into this directory instead of printing them.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Add a job to a queue and print its id.
     Enqueue {
@@ -157,9 +178,38 @@ fn dispatch(cli: Cli, started: Instant) -> Result<()> {
             process_type,
             index,
             reuse_port,
+            threads,
         } => {
             let manifest = Manifest::load(&cli.manifest)?;
-            run(&manifest, &process_type, index, reuse_port, started)
+            run(
+                &manifest,
+                &process_type,
+                index,
+                reuse_port,
+                threads,
+                started,
+            )
+        }
+        Command::Up { formation } => {
+            let manifest = Manifest::load(&cli.manifest)?;
+            let over = formation.as_deref().map(Formation::parse).transpose()?;
+            let formation = Formation::resolve(&manifest, over.as_ref())?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(supervisor::up(&manifest, &cli.manifest, &formation))
+        }
+        Command::Export {
+            target,
+            formation,
+            out,
+        } => {
+            let manifest = Manifest::load(&cli.manifest)?;
+            let over = formation.as_deref().map(Formation::parse).transpose()?;
+            let formation = Formation::resolve(&manifest, over.as_ref())?;
+            let mayfly = std::env::current_exe().context("cannot find the mayfly executable")?;
+            let files = export::export(target, &manifest, &formation, &mayfly);
+            export::write(&files, out.as_ref())
         }
         Command::Enqueue {
             queue,
@@ -222,14 +272,25 @@ fn run(
     process_type: &str,
     index: u32,
     reuse_port: bool,
+    threads: Option<usize>,
     started: Instant,
 ) -> Result<()> {
     let process = manifest.process(process_type)?;
     let label = format!("{}.{index}", process.name);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = Shutdown::new();
         shutdown
@@ -281,6 +342,7 @@ fn run(
                     listener.local_addr()?,
                     started.elapsed().as_secs_f64() * 1e3
                 );
+                lifecycle::notify_ready();
                 http::serve(listener, Arc::new(handler), server, shutdown).await
             }
             Kind::Job => {
@@ -313,6 +375,7 @@ fn run(
                     process.queues.join(", "),
                     started.elapsed().as_secs_f64() * 1e3
                 );
+                lifecycle::notify_ready();
                 let worker = WorkerConfig {
                     process: label.clone(),
                     queues: process.queues.clone(),

@@ -9,7 +9,9 @@ wit_bindgen::generate!({
 });
 
 use exports::wasi::http::incoming_handler::Guest;
-use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct RawHandler;
 
@@ -25,7 +27,8 @@ impl Guest for RawHandler {
         {
             let out = body.write().expect("stream");
             let text = format!("raw wasi:http component at {path}\n");
-            out.blocking_write_and_flush(text.as_bytes()).expect("write");
+            out.blocking_write_and_flush(text.as_bytes())
+                .expect("write");
         }
         OutgoingBody::finish(body, None).expect("finish");
     }

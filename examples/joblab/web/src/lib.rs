@@ -26,7 +26,9 @@ fn handle(req: Request) -> Result<Response, mayfly_guest::kv::Error> {
             sum += n;
             max = max.max(n);
         }
-        return Ok(Response::json(format!("{{\"count\":{count},\"sum\":{sum},\"max\":{max}}}")));
+        return Ok(Response::json(format!(
+            "{{\"count\":{count},\"sum\":{sum},\"max\":{max}}}"
+        )));
     }
     if let Some(payload) = path.strip_prefix("/enqueue/") {
         return Ok(match mayfly_guest::queue::enqueue("lab", payload) {

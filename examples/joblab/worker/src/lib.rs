@@ -22,7 +22,9 @@ fn run(job: Job) -> Result<(), JobError> {
     let store = Store::open("lab").map_err(|e| JobError::retry(e.to_string()))?;
     let kv = |e: mayfly_guest::kv::Error| JobError::retry(e.to_string());
     let id = job.id().to_string();
-    store.set(&format!("started:{id}"), job.attempt().to_string()).map_err(kv)?;
+    store
+        .set(&format!("started:{id}"), job.attempt().to_string())
+        .map_err(kv)?;
     let lock = format!("lock:{id}");
     if !store.compare_and_swap(&lock, None, b"held").map_err(kv)? {
         store.increment("overlaps", 1).map_err(kv)?;
@@ -38,11 +40,15 @@ fn act(job: &Job) -> Result<(), JobError> {
     let payload = job.payload_text().unwrap_or("");
     match payload.split_once(':').unwrap_or((payload, "")) {
         ("ok", _) => Ok(()),
-        ("flaky", _) if job.attempt() == 1 => {
-            Err(JobError::retry_after("flaky on the first attempt", Duration::from_millis(50)))
-        }
+        ("flaky", _) if job.attempt() == 1 => Err(JobError::retry_after(
+            "flaky on the first attempt",
+            Duration::from_millis(50),
+        )),
         ("flaky", _) => Ok(()),
-        ("broken", _) => Err(JobError::retry_after("always broken", Duration::from_millis(10))),
+        ("broken", _) => Err(JobError::retry_after(
+            "always broken",
+            Duration::from_millis(10),
+        )),
         ("panic", _) => panic!("asked to panic"),
         ("sleep", ms) => {
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(100)));
