@@ -152,6 +152,23 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Jobs end to end: fill a fresh queue, drain it with worker processes.
+    Jobs {
+        /// The worker process type to run.
+        #[arg(long = "type", default_value = "worker")]
+        process_type: String,
+        /// How many jobs.
+        #[arg(long, default_value_t = 10_000)]
+        jobs: usize,
+        /// Worker processes.
+        #[arg(long, default_value_t = 1)]
+        workers: u32,
+        /// Enqueue at this many jobs/s while the workers run, instead of all at once.
+        #[arg(long)]
+        rate: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -260,6 +277,24 @@ fn dispatch(cli: Cli, started: Instant) -> Result<()> {
             duration,
             concurrency,
             allocator,
+            json,
+        })
+        .map(drop),
+        Command::Bench {
+            bench:
+                Bench::Jobs {
+                    process_type,
+                    jobs,
+                    workers,
+                    rate,
+                    json,
+                },
+        } => bench::jobs(bench::JobsOptions {
+            manifest: cli.manifest,
+            process_type,
+            jobs,
+            workers,
+            rate,
             json,
         })
         .map(drop),

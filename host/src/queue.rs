@@ -122,6 +122,12 @@ pub trait Queue: Send + Sync {
     /// Adds a job, or returns the existing one with the same idempotency key.
     fn enqueue(&self, job: NewJob) -> Result<Enqueued>;
 
+    /// Adds many jobs in one transaction (no idempotency keys); returns their ids.
+    fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<String>>;
+
+    /// How many jobs are in `state`.
+    fn count(&self, state: State) -> Result<u64>;
+
     /// Leases up to `max` ready jobs of `queues` to `owner`. Jobs whose lease
     /// expired are ready again (or dead, if that was their last attempt).
     fn lease(

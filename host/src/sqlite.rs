@@ -215,6 +215,44 @@ impl Queue for Sqlite {
         })
     }
 
+    fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<String>> {
+        if let Some(big) = jobs.iter().find(|job| job.payload.len() > MAX_PAYLOAD) {
+            bail!(
+                "payload of {} bytes is over the limit of {MAX_PAYLOAD} bytes",
+                big.payload.len()
+            );
+        }
+        let now = now_ms() as i64;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut ids = Vec::with_capacity(jobs.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO jobs (queue, payload, state, run_at, enqueued_at)
+                     VALUES (?1, ?2, 'queued', ?3, ?4)",
+                )?;
+                for job in jobs {
+                    let run_at = now + job.delay.as_millis() as i64;
+                    insert.execute(params![job.queue, job.payload, run_at, now])?;
+                    ids.push(tx.last_insert_rowid().to_string());
+                }
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    fn count(&self, state: State) -> Result<u64> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM jobs WHERE state = ?1",
+                [state.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| n as u64)
+    }
+
     fn lease(
         &self,
         queues: &[String],

@@ -37,6 +37,15 @@ pub fn open(state: &str, base: &Path) -> Result<Backends> {
     })
 }
 
+/// Opens one URL as both queue and key-value store.
+pub fn open_url(url: &str, base: &Path) -> Result<Backends> {
+    let db = open_sqlite(url, base)?;
+    Ok(Backends {
+        queue: db.clone(),
+        kv: db,
+    })
+}
+
 fn open_sqlite(url: &str, base: &Path) -> Result<Arc<Sqlite>> {
     let Some((scheme, rest)) = url.split_once("://") else {
         bail!("`{url}` is not a state URL: write it like sqlite://.mayfly/state.db");
