@@ -81,7 +81,10 @@ fn a_spinning_guest_gets_504_at_its_deadline_while_others_are_served() {
     );
     assert!(took < Duration::from_secs(5), "stopped late: {took:?}");
     assert!(
-        server.log.text().contains("deadline"),
+        server
+            .log
+            .wait_for("deadline", Duration::from_secs(5))
+            .is_some(),
         "{}",
         server.log.text()
     );

@@ -300,7 +300,10 @@ fn sigterm_during_a_long_job_releases_it_without_counting_an_attempt() {
         (Some("queued"), Some(0)),
         "{job}"
     );
-    assert!(worker.log.text().contains("released to the queue"));
+    assert!(worker
+        .log
+        .wait_for("released to the queue", Duration::from_secs(5))
+        .is_some());
 
     let _next = app.start("worker");
     let job = app.wait_state(&id, "done", Duration::from_secs(30));

@@ -251,7 +251,14 @@ pub fn new_store(
         } else if deadline.passed() {
             Err(wasmtime::Error::new(Interrupted::Deadline))
         } else {
-            Ok(UpdateDeadline::Yield(1))
+            // tokio's own yield: the task goes behind the others *and* behind
+            // the I/O driver. A plain self-wake (`UpdateDeadline::Yield`)
+            // lands in the worker's LIFO slot and runs again at once, so a
+            // spinner starved new connections for ~60 ticks at a time.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         }
     });
     store
