@@ -251,6 +251,62 @@ fn sigterm_with_nothing_in_flight_exits_zero() {
     assert_eq!(status.code(), Some(0), "{}", server.log.text());
 }
 
+fn raw_status(port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(request).unwrap();
+    let mut head = [0u8; 64];
+    let n = conn.read(&mut head).unwrap();
+    let text = String::from_utf8_lossy(&head[..n]).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_request_without_a_usable_host_gets_400_not_500() {
+    let server = Server::start(&example("hello"));
+    assert_eq!(
+        raw_status(server.port, b"GET / HTTP/1.0\r\n\r\n"),
+        "HTTP/1.0 400 Bad Request"
+    );
+    assert_eq!(
+        raw_status(server.port, b"GET / HTTP/1.1\r\nhost: \xff\xfe\r\n\r\n"),
+        "HTTP/1.1 400 Bad Request"
+    );
+    assert_eq!(get(&server.url("/")).status, 200);
+}
+
+#[test]
+fn a_client_that_stalls_mid_body_gets_408_and_frees_its_slot() {
+    let dir = TempDir::new("stall");
+    build_examples();
+    let manifest = dir.path().join("mayfly.toml");
+    let component = repo().join("examples/target/wasm32-wasip2/release/limits.wasm");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[process.web]\nkind = \"http\"\ncomponent = \"{}\"\nconcurrency = 1\ndeadline = \"500ms\"\n",
+            component.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&manifest);
+    let t0 = Instant::now();
+    let status = raw_status(
+        server.port,
+        b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly ten b",
+    );
+    assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    // The only instance slot was given back.
+    assert_eq!(get(&server.url("/echo")).status, 200);
+}
+
 // --- bad input: each gets a message naming the cause and the fix ----------
 
 fn run_web(manifest: &std::path::Path) -> String {

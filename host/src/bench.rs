@@ -254,20 +254,32 @@ pub fn jobs(options: JobsOptions) -> Result<JobsReport> {
             .stderr(std::process::Stdio::piped())
             .spawn()?;
         let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
         std::thread::spawn(move || {
             use std::io::BufRead;
+            let mut last = String::new();
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
                 if line.contains("(ready in") {
-                    let _ = tx.send(());
+                    let _ = tx.send(Ok(()));
                 }
+                last = line;
             }
+            let _ = tx.send(Err(last));
         });
-        rx.recv_timeout(Duration::from_secs(120))
-            .context("a worker did not become ready")?;
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(())) => {}
+            Ok(Err(last)) => {
+                cleanup();
+                anyhow::bail!("worker {index} exited before it was ready: {}", last.trim());
+            }
+            Err(_) => {
+                cleanup();
+                anyhow::bail!("worker {index} was not ready within 120 s");
+            }
+        }
         children.push(child);
     }
 

@@ -49,6 +49,8 @@ pub enum GuestFailure {
     Interrupted(Interrupted),
     /// Trapped, ran out of memory, or never answered.
     Failed(anyhow::Error),
+    /// The request cannot be given to a guest (no usable Host, say).
+    BadRequest(anyhow::Error),
 }
 
 impl GuestFailure {
@@ -57,6 +59,7 @@ impl GuestFailure {
             GuestFailure::Interrupted(Interrupted::Deadline) => StatusCode::GATEWAY_TIMEOUT,
             GuestFailure::Interrupted(Interrupted::Shutdown) => StatusCode::SERVICE_UNAVAILABLE,
             GuestFailure::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GuestFailure::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -109,7 +112,8 @@ impl Handler {
             let out = http.new_response_outparam(sender)?;
             wasmtime::Result::Ok((request, out))
         })();
-        let (request, out) = setup.map_err(|e: wasmtime::Error| GuestFailure::Failed(e.into()))?;
+        let (request, out) =
+            setup.map_err(|e: wasmtime::Error| GuestFailure::BadRequest(e.into()))?;
         let pre = self.pre.clone();
 
         // The guest runs in its own task: it may keep writing the body after
@@ -335,7 +339,22 @@ impl Service {
             return too_big();
         }
         let (parts, body) = req.into_parts();
-        let body = match read_body(body, self.max_body).await {
+        // A client that stalls mid-body holds an admission permit: bound the
+        // upload by the request deadline, and give it up at shutdown.
+        let deadline = self.handler.config.deadline;
+        let read = tokio::select! {
+            read = tokio::time::timeout(deadline, read_body(body, self.max_body)) => read,
+            () = self.handler.shutdown.cancelled() => {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down\n");
+            }
+        };
+        let Ok(read) = read else {
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time\n",
+            );
+        };
+        let body = match read {
             Ok(body) => body,
             Err(BodyError::TooLarge) => return too_big(),
             Err(BodyError::Read(err)) => {
@@ -359,10 +378,19 @@ impl Service {
                     GuestFailure::Failed(err) => {
                         tracing::error!("{} {request_id} | {err:#}", self.handler.config.process)
                     }
+                    GuestFailure::BadRequest(err) => {
+                        tracing::debug!(
+                            "{} {request_id} | bad request: {err:#}",
+                            self.handler.config.process
+                        )
+                    }
                 }
                 let text = match status {
                     StatusCode::GATEWAY_TIMEOUT => "the handler ran past its deadline\n",
                     StatusCode::SERVICE_UNAVAILABLE => "the server is shutting down\n",
+                    StatusCode::BAD_REQUEST => {
+                        "the request cannot be handled (is its Host header valid?)\n"
+                    }
                     _ => "the handler failed\n",
                 };
                 let mut response = plain(status, text);

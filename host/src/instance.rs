@@ -35,7 +35,7 @@ pub struct GuestState {
 pub struct JobLease {
     pub backends: Backends,
     pub owner: String,
-    pub id: String,
+    pub lease: crate::queue::LeaseRef,
 }
 
 impl GuestState {
@@ -79,7 +79,7 @@ impl Deadline {
     }
 
     fn encode(at: Instant) -> u64 {
-        at.saturating_duration_since(process_epoch()).as_nanos() as u64
+        u64::try_from(at.saturating_duration_since(process_epoch()).as_nanos()).unwrap_or(u64::MAX)
     }
 
     pub fn passed(&self) -> bool {

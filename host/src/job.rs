@@ -20,7 +20,7 @@ use wasmtime::Engine;
 
 use crate::instance::{interruption, new_store, GuestState, InstanceConfig, Interrupted, JobLease};
 use crate::lifecycle::Shutdown;
-use crate::queue::{now_ms, Leased, Outcome, Policy};
+use crate::queue::{now_ms, LeaseRef, Leased, Outcome, Policy};
 use crate::services::exports::mayfly::process::job_handler::{Job, JobError};
 use crate::services::WorkerPre;
 use crate::state::Backends;
@@ -158,8 +158,8 @@ pub async fn work(
 ) -> Result<()> {
     let owner = format!("{}@{}", config.process, std::process::id());
     let slots = Arc::new(Semaphore::new(config.concurrency as usize));
-    let running: Arc<Mutex<HashSet<String>>> = Default::default();
-    let (done_tx, done_rx) = mpsc::unbounded_channel::<(String, Outcome)>();
+    let running: Arc<Mutex<HashSet<LeaseRef>>> = Default::default();
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<(LeaseRef, Outcome)>();
     let completer = tokio::spawn(complete(
         backends.clone(),
         owner.clone(),
@@ -216,7 +216,7 @@ pub async fn work(
         idle = IDLE_POLL;
         {
             let mut running = running.lock().unwrap();
-            running.extend(leased.iter().map(|job| job.id.clone()));
+            running.extend(leased.iter().map(Leased::lease_ref));
         }
         for (job, permit) in leased.into_iter().zip(permits) {
             let runner = runner.clone();
@@ -224,7 +224,7 @@ pub async fn work(
             let lease = JobLease {
                 backends: backends.clone(),
                 owner: owner.clone(),
-                id: job.id.clone(),
+                lease: job.lease_ref(),
             };
             let label = config.process.clone();
             let max_attempts = config.policy.max_attempts;
@@ -232,7 +232,7 @@ pub async fn work(
                 let started = Instant::now();
                 let outcome = runner.run(&job, Some(lease)).await;
                 log_outcome(&label, &job, max_attempts, &outcome, started.elapsed());
-                let _ = done.send((job.id, outcome));
+                let _ = done.send((job.lease_ref(), outcome));
                 drop(permit);
             });
         }
@@ -283,31 +283,48 @@ fn log_outcome(label: &str, job: &Leased, max_attempts: u32, outcome: &Outcome, 
 }
 
 /// Records outcomes: everything that arrived since the last commit goes in
-/// one transaction, so under load many acks cost one commit.
+/// one transaction, so under load many acks cost one commit. A failed commit
+/// is retried (the leases stay in `running`, so they keep their heartbeat).
 async fn complete(
     backends: Backends,
     owner: String,
     policy: Policy,
-    running: Arc<Mutex<HashSet<String>>>,
-    mut rx: mpsc::UnboundedReceiver<(String, Outcome)>,
+    running: Arc<Mutex<HashSet<LeaseRef>>>,
+    mut rx: mpsc::UnboundedReceiver<(LeaseRef, Outcome)>,
 ) -> Result<()> {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let queue = backends.queue.clone();
-        let owner = owner.clone();
-        let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
-        let result =
-            tokio::task::spawn_blocking(move || queue.complete(&owner, &batch, policy)).await?;
-        if let Err(err) = result {
-            // The leases will expire and the jobs run again: at-least-once.
-            tracing::error!("cannot record {} job outcome(s): {err:#}", ids.len());
+        let batch = Arc::new(batch);
+        let mut pause = Duration::from_millis(50);
+        for attempt in 1..=8 {
+            let queue = backends.queue.clone();
+            let owner = owner.clone();
+            let outcomes = batch.clone();
+            let result =
+                tokio::task::spawn_blocking(move || queue.complete(&owner, &outcomes, policy))
+                    .await?;
+            match result {
+                Ok(()) => break,
+                Err(err) if attempt < 8 => {
+                    tracing::warn!(
+                        "cannot record {} job outcome(s), retrying: {err:#}",
+                        batch.len()
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                // The leases will expire and the jobs run again: at-least-once.
+                Err(err) => {
+                    tracing::error!("cannot record {} job outcome(s): {err:#}", batch.len())
+                }
+            }
         }
         let mut running = running.lock().unwrap();
-        for id in ids {
-            running.remove(&id);
+        for (lease, _) in batch.iter() {
+            running.remove(lease);
         }
     }
     Ok(())
@@ -318,13 +335,13 @@ async fn heartbeat(
     backends: Backends,
     owner: String,
     lease: Duration,
-    running: Arc<Mutex<HashSet<String>>>,
+    running: Arc<Mutex<HashSet<LeaseRef>>>,
 ) {
     let mut tick = tokio::time::interval(lease / 3);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let ids: Vec<String> = running.lock().unwrap().iter().cloned().collect();
+        let ids: Vec<LeaseRef> = running.lock().unwrap().iter().cloned().collect();
         if ids.is_empty() {
             continue;
         }

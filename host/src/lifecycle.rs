@@ -106,7 +106,15 @@ impl Shutdown {
     /// `grace`, then cancels what still runs and waits for it to stop.
     pub async fn finish(&self, grace: Duration, idle: impl std::future::Future<Output = ()>) {
         tokio::pin!(idle);
-        if tokio::time::timeout(grace, &mut idle).await.is_err() {
+        // Whoever sent SIGTERM (`mayfly up`, systemd, Kubernetes) sends
+        // SIGKILL when `grace` is over, so cancelling must be done by then:
+        // keep a tenth of the grace (at most 1 s) to stop guests, answer
+        // their clients and release their jobs.
+        let margin = (grace / 10).min(Duration::from_secs(1));
+        if tokio::time::timeout(grace - margin, &mut idle)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "grace period of {} ended with work in flight: cancelling it",
                 humantime::format_duration(grace)
@@ -114,7 +122,7 @@ impl Shutdown {
             self.cancel();
             // Cancelled guests stop within an epoch tick; the bound only
             // guards against a host bug keeping the process alive.
-            let _ = tokio::time::timeout(Duration::from_secs(5), idle).await;
+            let _ = tokio::time::timeout(margin.max(Duration::from_millis(500)), idle).await;
         }
     }
 }

@@ -80,6 +80,31 @@ pub struct Leased {
     pub enqueued_at_ms: u64,
 }
 
+/// One attempt's hold on a job: the job and the attempt number. Outcomes and
+/// heartbeats name it, so a late result of an earlier attempt (whose lease
+/// expired and was given again) can never touch the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseRef {
+    pub id: String,
+    pub attempt: u32,
+}
+
+impl Leased {
+    pub fn lease_ref(&self) -> LeaseRef {
+        LeaseRef {
+            id: self.id.clone(),
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// Longest a guest may extend its lease by at once.
+pub const MAX_EXTEND: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest delay a job may be given (ten years): later is a mistake, and
+/// it keeps millisecond arithmetic far from overflow.
+pub const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// How an attempt ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -140,10 +165,12 @@ pub trait Queue: Send + Sync {
 
     /// Records how attempts ended, in one transaction. Outcomes for jobs no
     /// longer leased to `owner` (the lease expired meanwhile) are ignored.
-    fn complete(&self, owner: &str, outcomes: &[(String, Outcome)], policy: Policy) -> Result<()>;
+    fn complete(&self, owner: &str, outcomes: &[(LeaseRef, Outcome)], policy: Policy)
+        -> Result<()>;
 
-    /// Extends the leases `owner` holds on `ids`.
-    fn heartbeat(&self, owner: &str, ids: &[String], lease: Duration) -> Result<()>;
+    /// Extends the leases `owner` holds to at least `lease` from now (never
+    /// shortens one).
+    fn heartbeat(&self, owner: &str, leases: &[LeaseRef], lease: Duration) -> Result<()>;
 
     fn list(&self, queue: Option<&str>, state: Option<State>, limit: usize)
         -> Result<Vec<JobInfo>>;

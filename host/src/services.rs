@@ -14,6 +14,10 @@ use crate::queue::NewJob;
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "mayfly:process/worker",
+    // Async imports: the database work runs on the blocking pool, so a
+    // guest waiting on a busy database yields its thread and can still be
+    // stopped at its deadline or at shutdown.
+    imports: { default: async },
     exports: { default: async },
     with: {
         "wasi:io": wasmtime_wasi::p2::bindings::io,
@@ -65,23 +69,32 @@ fn no_backend() -> String {
     "this process has no backing services attached".to_string()
 }
 
+/// Runs database work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| anyhow::anyhow!("the database task failed: {err}"))?
+}
+
 impl queue::Host for GuestState {
-    fn enqueue(
+    async fn enqueue(
         &mut self,
         queue: String,
         payload: Vec<u8>,
         options: queue::EnqueueOptions,
     ) -> Result<String, String> {
-        let backends = self.backends().ok_or_else(no_backend)?;
+        let backends = self.backends().ok_or_else(no_backend)?.clone();
         let job = NewJob {
             queue,
             payload,
-            delay: Duration::from_millis(options.delay_ms.unwrap_or(0)),
+            delay: Duration::from_millis(options.delay_ms.unwrap_or(0))
+                .min(crate::queue::MAX_DELAY),
             idempotency_key: options.idempotency_key,
         };
-        backends
-            .queue
-            .enqueue(job)
+        blocking(move || backends.queue.enqueue(job))
+            .await
             .map(|enqueued| enqueued.id)
             .map_err(|err| format!("{err:#}"))
     }
@@ -91,15 +104,20 @@ fn kv_error(err: anyhow::Error) -> store::Error {
     store::Error::Other(format!("{err:#}"))
 }
 
+type KvHandle = std::sync::Arc<dyn crate::kv::Kv>;
+
 impl GuestState {
-    fn bucket_name(&self, bucket: &Resource<Bucket>) -> Result<String, store::Error> {
-        self.table()
+    /// The bucket's name and the store behind it.
+    fn bucket(&self, bucket: &Resource<Bucket>) -> Result<(String, KvHandle), store::Error> {
+        let name = self
+            .table()
             .get(bucket)
             .map(|b| b.name.clone())
-            .map_err(|e| store::Error::Other(e.to_string()))
+            .map_err(|e| store::Error::Other(e.to_string()))?;
+        Ok((name, self.kv()?))
     }
 
-    fn kv(&self) -> Result<std::sync::Arc<dyn crate::kv::Kv>, store::Error> {
+    fn kv(&self) -> Result<KvHandle, store::Error> {
         self.backends()
             .map(|b| b.kv.clone())
             .ok_or(store::Error::NoSuchStore)
@@ -107,7 +125,7 @@ impl GuestState {
 }
 
 impl store::Host for GuestState {
-    fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
         self.kv()?;
         // One app, one store: every identifier is a bucket in it, "" the default.
         let name = if identifier.is_empty() {
@@ -122,80 +140,96 @@ impl store::Host for GuestState {
 }
 
 impl store::HostBucket for GuestState {
-    fn get(
+    async fn get(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Option<Vec<u8>>, store::Error> {
-        let name = self.bucket_name(&bucket)?;
-        self.kv()?.get(&name, &key).map_err(kv_error)
+        let (name, kv) = self.bucket(&bucket)?;
+        blocking(move || kv.get(&name, &key))
+            .await
+            .map_err(kv_error)
     }
 
-    fn set(
+    async fn set(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
         value: Vec<u8>,
     ) -> Result<(), store::Error> {
-        let name = self.bucket_name(&bucket)?;
-        self.kv()?.set(&name, &key, &value).map_err(kv_error)
+        let (name, kv) = self.bucket(&bucket)?;
+        blocking(move || kv.set(&name, &key, &value))
+            .await
+            .map_err(kv_error)
     }
 
-    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), store::Error> {
-        let name = self.bucket_name(&bucket)?;
-        self.kv()?.delete(&name, &key).map_err(kv_error)
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), store::Error> {
+        let (name, kv) = self.bucket(&bucket)?;
+        blocking(move || kv.delete(&name, &key))
+            .await
+            .map_err(kv_error)
     }
 
-    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, store::Error> {
-        let name = self.bucket_name(&bucket)?;
-        self.kv()?.exists(&name, &key).map_err(kv_error)
+    async fn exists(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Result<bool, store::Error> {
+        let (name, kv) = self.bucket(&bucket)?;
+        blocking(move || kv.exists(&name, &key))
+            .await
+            .map_err(kv_error)
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse, store::Error> {
-        let name = self.bucket_name(&bucket)?;
-        let (keys, cursor) = self.kv()?.list_keys(&name, cursor).map_err(kv_error)?;
+        let (name, kv) = self.bucket(&bucket)?;
+        let (keys, cursor) = blocking(move || kv.list_keys(&name, cursor))
+            .await
+            .map_err(kv_error)?;
         Ok(store::KeyResponse { keys, cursor })
     }
 
-    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table_mut().delete(bucket)?;
         Ok(())
     }
 }
 
 impl atomics::Host for GuestState {
-    fn increment(
+    async fn increment(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
         delta: u64,
     ) -> Result<u64, store::Error> {
-        let name = self.bucket_name(&bucket)?;
-        self.kv()?.increment(&name, &key, delta).map_err(kv_error)
+        let (name, kv) = self.bucket(&bucket)?;
+        blocking(move || kv.increment(&name, &key, delta))
+            .await
+            .map_err(kv_error)
     }
 }
 
 impl kv_atomics::Host for GuestState {
-    fn compare_and_swap(
+    async fn compare_and_swap(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
         old: Option<Vec<u8>>,
         new: Vec<u8>,
     ) -> Result<bool, store::Error> {
-        let name = self.bucket_name(&bucket)?;
-        self.kv()?
-            .compare_and_swap(&name, &key, old.as_deref(), &new)
+        let (name, kv) = self.bucket(&bucket)?;
+        blocking(move || kv.compare_and_swap(&name, &key, old.as_deref(), &new))
+            .await
             .map_err(kv_error)
     }
 }
 
 impl config::Host for GuestState {
-    fn get(&mut self, key: String) -> Result<Option<String>, config::Error> {
+    async fn get(&mut self, key: String) -> Result<Option<String>, config::Error> {
         Ok(self
             .config()
             .iter()
@@ -203,26 +237,30 @@ impl config::Host for GuestState {
             .map(|(_, v)| v.clone()))
     }
 
-    fn get_all(&mut self) -> Result<Vec<(String, String)>, config::Error> {
+    async fn get_all(&mut self) -> Result<Vec<(String, String)>, config::Error> {
         Ok(self.config().to_vec())
     }
 }
 
 impl job_context::Host for GuestState {
-    fn cancelled(&mut self) -> bool {
+    async fn cancelled(&mut self) -> bool {
         self.shutdown().is_draining()
     }
 
-    fn extend(&mut self, ms: u64) -> Result<u64, String> {
+    async fn extend(&mut self, ms: u64) -> Result<u64, String> {
         let job = self
             .job()
-            .ok_or_else(|| "extend is only for job guests".to_string())?;
-        let by = Duration::from_millis(ms);
-        job.backends
-            .queue
-            .heartbeat(&job.owner, std::slice::from_ref(&job.id), by)
-            .map_err(|err| format!("{err:#}"))?;
+            .ok_or_else(|| "extend is only for job guests".to_string())?
+            .clone();
+        let by = Duration::from_millis(ms).min(crate::queue::MAX_EXTEND);
+        blocking(move || {
+            job.backends
+                .queue
+                .heartbeat(&job.owner, std::slice::from_ref(&job.lease), by)
+        })
+        .await
+        .map_err(|err| format!("{err:#}"))?;
         self.deadline().extend_to(by);
-        Ok(crate::queue::now_ms() + ms)
+        Ok(crate::queue::now_ms() + by.as_millis() as u64)
     }
 }

@@ -16,7 +16,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use crate::kv::{Kv, PAGE};
 use crate::queue::{
-    backoff, now_ms, Enqueued, JobInfo, Leased, NewJob, Outcome, Policy, Queue, State, MAX_PAYLOAD,
+    backoff, now_ms, Enqueued, JobInfo, LeaseRef, Leased, NewJob, Outcome, Policy, Queue, State,
+    MAX_DELAY, MAX_PAYLOAD,
 };
 
 const SCHEMA_VERSION: i64 = 1;
@@ -98,10 +99,13 @@ impl Sqlite {
             if mode.eq_ignore_ascii_case("wal") {
                 break;
             }
+            tries += 1;
+            if tries > 200 {
+                return Err(refuse(&"it cannot be switched to WAL journal mode"));
+            }
             match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
                 Ok(_) => {}
-                Err(err) if tries < 200 && is_busy(&err) => {
-                    tries += 1;
+                Err(err) if is_busy(&err) => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(err) => return Err(refuse(&err)),
@@ -183,7 +187,7 @@ impl Queue for Sqlite {
             );
         }
         let now = now_ms() as i64;
-        let run_at = now + job.delay.as_millis() as i64;
+        let run_at = now + job.delay.min(MAX_DELAY).as_millis() as i64;
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(key) = &job.idempotency_key {
@@ -232,7 +236,7 @@ impl Queue for Sqlite {
                      VALUES (?1, ?2, 'queued', ?3, ?4)",
                 )?;
                 for job in jobs {
-                    let run_at = now + job.delay.as_millis() as i64;
+                    let run_at = now + job.delay.min(MAX_DELAY).as_millis() as i64;
                     insert.execute(params![job.queue, job.payload, run_at, now])?;
                     ids.push(tx.last_insert_rowid().to_string());
                 }
@@ -274,8 +278,9 @@ impl Queue for Sqlite {
                 "UPDATE jobs SET state = 'dead', finished_at = ?1, lease_owner = NULL,
                         lease_until = NULL,
                         last_error = 'lease expired on the last attempt (the worker stopped or died)'
-                 WHERE state = 'running' AND lease_until < ?1 AND attempts >= ?2",
-                params![now, policy.max_attempts],
+                 WHERE state = 'running' AND lease_until < ?1 AND attempts >= ?2
+                   AND queue IN (SELECT value FROM json_each(?3))",
+                params![now, policy.max_attempts, queue_list],
             )?;
             let mut leased = Vec::new();
             {
@@ -309,7 +314,12 @@ impl Queue for Sqlite {
         })
     }
 
-    fn complete(&self, owner: &str, outcomes: &[(String, Outcome)], policy: Policy) -> Result<()> {
+    fn complete(
+        &self,
+        owner: &str,
+        outcomes: &[(LeaseRef, Outcome)],
+        policy: Policy,
+    ) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -320,39 +330,38 @@ impl Queue for Sqlite {
                 let mut done = tx.prepare_cached(
                     "UPDATE jobs SET state = 'done', finished_at = ?3, lease_owner = NULL,
                             lease_until = NULL
-                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                     WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?4 AND state = 'running'",
                 )?;
                 let mut retry = tx.prepare_cached(
                     "UPDATE jobs SET
                         state = CASE WHEN attempts >= ?4 THEN 'dead' ELSE 'queued' END,
                         finished_at = CASE WHEN attempts >= ?4 THEN ?3 ELSE NULL END,
                         run_at = ?5, last_error = ?6, lease_owner = NULL, lease_until = NULL
-                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                     WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?7 AND state = 'running'",
                 )?;
-                let mut attempts_of =
-                    tx.prepare_cached("SELECT attempts FROM jobs WHERE id = ?1")?;
                 let mut fail = tx.prepare_cached(
                     "UPDATE jobs SET state = 'dead', finished_at = ?3, last_error = ?4,
                             lease_owner = NULL, lease_until = NULL
-                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                     WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?5 AND state = 'running'",
                 )?;
                 let mut release = tx.prepare_cached(
                     "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), run_at = ?3,
                             lease_owner = NULL, lease_until = NULL
-                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                     WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?4 AND state = 'running'",
                 )?;
-                for (id, outcome) in outcomes {
-                    let Ok(id) = id.parse::<i64>() else { continue };
+                for (lease, outcome) in outcomes {
+                    let Ok(id) = lease.id.parse::<i64>() else {
+                        continue;
+                    };
+                    let attempt = lease.attempt;
                     match outcome {
                         Outcome::Done => {
-                            done.execute(params![id, owner, now])?;
+                            done.execute(params![id, owner, now, attempt])?;
                         }
                         Outcome::Retry { reason, delay } => {
-                            let attempts: u32 = attempts_of
-                                .query_row([id], |r| r.get(0))
-                                .optional()?
-                                .unwrap_or(1);
-                            let delay = delay.unwrap_or_else(|| backoff(attempts, jitter()));
+                            let delay = delay
+                                .unwrap_or_else(|| backoff(attempt, jitter()))
+                                .min(MAX_DELAY);
                             let run_at = now + delay.as_millis() as i64;
                             retry.execute(params![
                                 id,
@@ -360,14 +369,15 @@ impl Queue for Sqlite {
                                 now,
                                 policy.max_attempts,
                                 run_at,
-                                reason
+                                reason,
+                                attempt
                             ])?;
                         }
                         Outcome::Fail { reason } => {
-                            fail.execute(params![id, owner, now, reason])?;
+                            fail.execute(params![id, owner, now, reason, attempt])?;
                         }
                         Outcome::Release => {
-                            release.execute(params![id, owner, now])?;
+                            release.execute(params![id, owner, now, attempt])?;
                         }
                     }
                 }
@@ -376,8 +386,8 @@ impl Queue for Sqlite {
         })
     }
 
-    fn heartbeat(&self, owner: &str, ids: &[String], lease: Duration) -> Result<()> {
-        if ids.is_empty() {
+    fn heartbeat(&self, owner: &str, leases: &[LeaseRef], lease: Duration) -> Result<()> {
+        if leases.is_empty() {
             return Ok(());
         }
         let until = now_ms() as i64 + lease.as_millis() as i64;
@@ -385,12 +395,12 @@ impl Queue for Sqlite {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "UPDATE jobs SET lease_until = ?3
-                     WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                    "UPDATE jobs SET lease_until = max(lease_until, ?3)
+                     WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?4 AND state = 'running'",
                 )?;
-                for id in ids {
-                    if let Ok(id) = id.parse::<i64>() {
-                        stmt.execute(params![id, owner, until])?;
+                for held in leases {
+                    if let Ok(id) = held.id.parse::<i64>() {
+                        stmt.execute(params![id, owner, until, held.attempt])?;
                     }
                 }
             }
@@ -620,7 +630,7 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!((first[0].id.as_str(), first[0].attempt), (id.as_str(), 1));
         assert!(db.lease(&queues, 10, "b", policy()).unwrap().is_empty());
-        db.complete("a", &[(id.clone(), Outcome::Done)], policy())
+        db.complete("a", &[(first[0].lease_ref(), Outcome::Done)], policy())
             .unwrap();
         assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Done);
         std::fs::remove_dir_all(dir).unwrap();
@@ -631,8 +641,8 @@ mod tests {
         let (dir, db) = temp_db("retry");
         let id = db.enqueue(job("q")).unwrap().id;
         let queues = vec!["q".to_string()];
-        db.lease(&queues, 1, "a", policy()).unwrap();
-        db.complete("a", &[(id.clone(), Outcome::Release)], policy())
+        let leased = db.lease(&queues, 1, "a", policy()).unwrap();
+        db.complete("a", &[(leased[0].lease_ref(), Outcome::Release)], policy())
             .unwrap();
         assert_eq!(Queue::get(&db, &id).unwrap().unwrap().attempts, 0);
 
@@ -643,13 +653,56 @@ mod tests {
                 reason: format!("boom {attempt}"),
                 delay: Some(Duration::ZERO),
             };
-            db.complete("a", &[(id.clone(), retry)], policy()).unwrap();
+            db.complete("a", &[(leased[0].lease_ref(), retry)], policy())
+                .unwrap();
         }
         let info = Queue::get(&db, &id).unwrap().unwrap();
         assert_eq!(info.state, State::Dead);
         assert_eq!(info.last_error.as_deref(), Some("boom 2"));
         db.revive(&id).unwrap();
         assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Queued);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_late_outcome_of_an_expired_attempt_does_not_touch_the_next_one() {
+        let (dir, db) = temp_db("stale");
+        let id = db.enqueue(job("q")).unwrap().id;
+        let queues = vec!["q".to_string()];
+        let short = Policy {
+            max_attempts: 5,
+            lease: Duration::from_millis(1),
+        };
+        let first = db.lease(&queues, 1, "a", short).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        // The lease expired; the same owner gets the job again.
+        let second = db.lease(&queues, 1, "a", policy()).unwrap();
+        assert_eq!(second[0].attempt, 2);
+        db.complete("a", &[(first[0].lease_ref(), Outcome::Done)], policy())
+            .unwrap();
+        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Running);
+        db.complete("a", &[(second[0].lease_ref(), Outcome::Done)], policy())
+            .unwrap();
+        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Done);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn expired_leases_of_other_queues_are_not_dead_lettered_by_this_worker() {
+        let (dir, db) = temp_db("otherqueue");
+        let id = db.enqueue(job("b")).unwrap().id;
+        let short = Policy {
+            max_attempts: 5,
+            lease: Duration::from_millis(1),
+        };
+        db.lease(&["b".to_string()], 1, "b-worker", short).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        let strict = Policy {
+            max_attempts: 1,
+            lease: Duration::from_secs(30),
+        };
+        db.lease(&["a".to_string()], 1, "a-worker", strict).unwrap();
+        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Running);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

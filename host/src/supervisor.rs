@@ -130,6 +130,9 @@ pub async fn up(manifest: &Manifest, manifest_path: &Path, formation: &Formation
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // A closed terminal or a quit key stops the formation like SIGTERM.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut quit = signal(SignalKind::quit())?;
     let grace = manifest.app.grace;
     let print = |slot: &Slot, number: usize, line: &str| {
         let prefix = format!("{:<width$} |", slot.name);
@@ -175,6 +178,8 @@ pub async fn up(manifest: &Manifest, manifest_path: &Path, formation: &Formation
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => break "SIGHUP",
+            _ = quit.recv() => break "SIGQUIT",
             Some(Event::Line(number, line)) = rx.recv() => {
                 print(&slots[number], number, &line);
             }
@@ -280,7 +285,8 @@ fn spawn(
     number: usize,
     tx: &mpsc::UnboundedSender<Event>,
 ) -> Result<Child> {
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("run")
         .arg(&slot.process_type)
         .arg("--index")
@@ -293,7 +299,19 @@ fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork
+    // and exec here. A child in its own process group would outlive a
+    // supervisor killed with SIGKILL; this makes the kernel SIGTERM it.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .with_context(|| format!("spawning {}", exe.display()))?;
     for stream in [

@@ -34,15 +34,15 @@ pub fn example(name: &str) -> PathBuf {
 pub fn build_examples() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for name in [
-            "hello",
-            "counter",
-            "spin",
-            "limits",
-            "raw-http",
-            "wordcount",
-            "joblab",
-        ] {
+        // Every example app: each directory of examples/ with a mayfly.toml.
+        let mut names: Vec<String> = std::fs::read_dir(repo().join("examples"))
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.path().join("mayfly.toml").is_file())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in &names {
             let output = mayfly()
                 .args(["build", "--manifest"])
                 .arg(example(name))
