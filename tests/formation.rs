@@ -261,6 +261,24 @@ fn sigterm_finishes_accepted_requests_refuses_new_ones_and_exits_zero() {
 }
 
 #[test]
+fn sigterm_closes_idle_keep_alive_connections() {
+    use std::io::{Read, Write};
+    let mut server = Server::start(&example("hello"));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = conn.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The connection is now idle and kept alive; SIGTERM closes it.
+    let status = server.terminate(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    let n = conn.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection should be closed, got more bytes");
+}
+
+#[test]
 fn sigterm_with_a_request_longer_than_grace_answers_it_503_and_exits_zero() {
     let dir = TempDir::new("grace");
     let manifest = write_manifest(

@@ -323,6 +323,35 @@ fn a_job_past_its_deadline_is_stopped_and_retried() {
 }
 
 #[test]
+fn a_job_that_extends_its_lease_runs_past_its_deadline() {
+    let app = App::joblab("deadline = \"700ms\"\nmax_attempts = 1");
+    let _worker = app.start("worker");
+    let id = app.enqueue("extend:1500", &[]);
+    let job = app.wait_state(&id, "done", Duration::from_secs(30));
+    assert_eq!(job["attempts"], 1, "{job}");
+    let took = job["finished_at_ms"].as_u64().unwrap() - job["enqueued_at_ms"].as_u64().unwrap();
+    assert!(took >= 1500, "finished after {took} ms");
+}
+
+#[test]
+fn a_running_job_sees_that_shutdown_has_begun() {
+    let app = App::joblab("");
+    let mut worker = app.start("worker");
+    let id = app.enqueue("polite", &[]);
+    let web = app.start("web");
+    app.wait("the job to start", Duration::from_secs(30), || {
+        get(&web.url(&format!("/kv/started:{id}"))).status == 200
+    });
+    let status = worker
+        .terminate(Duration::from_secs(10))
+        .expect("worker exits");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(get(&web.url(&format!("/kv/saw-cancel:{id}"))).body, "yes");
+    // It returned before the grace ended, asking for a retry: queued again.
+    assert_eq!(app.show(&id)["state"], "queued");
+}
+
+#[test]
 fn web_guests_enqueue_too() {
     let app = App::joblab("");
     let web = app.start("web");

@@ -6,6 +6,9 @@
 //! - `panic`: trap (the host retries with backoff)
 //! - `sleep:MS`: hold the job MS milliseconds, then record a run
 //! - `spin`: loop forever without a host call (stopped at the deadline)
+//! - `extend:MS`: ask for MS more milliseconds, then take them all
+//! - `polite`: work in small steps until the worker shuts down, then note
+//!   `saw-cancel:{id}` and ask for a retry
 //!
 //! Every job records `started:{id}` when it starts and `runs:{id}` (a
 //! counter) when it finishes. While it runs it holds `lock:{id}`: finding the
@@ -53,6 +56,26 @@ fn act(job: &Job) -> Result<(), JobError> {
         ("sleep", ms) => {
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(100)));
             Ok(())
+        }
+        ("extend", ms) => {
+            let ms: u64 = ms.parse().unwrap_or(1000);
+            mayfly_guest::job::extend(Duration::from_millis(ms + 1000))
+                .map_err(|e| JobError::retry(format!("cannot extend: {e}")))?;
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(())
+        }
+        ("polite", _) => {
+            while !mayfly_guest::job::cancelled() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let store = Store::open("lab").map_err(|e| JobError::retry(e.to_string()))?;
+            store
+                .set(&format!("saw-cancel:{}", job.id()), "yes")
+                .map_err(|e| JobError::retry(e.to_string()))?;
+            Err(JobError::retry_after(
+                "the worker is shutting down",
+                Duration::ZERO,
+            ))
         }
         ("spin", _) => {
             let mut n: u64 = 0;
