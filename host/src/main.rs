@@ -16,7 +16,7 @@ use mayfly::instance::InstanceConfig;
 use mayfly::job::{self, Runner, WorkerConfig};
 use mayfly::lifecycle::{self, Shutdown};
 use mayfly::logs::{self, LogFormat};
-use mayfly::manifest::{self, Kind, Manifest};
+use mayfly::manifest::{self, Kind, Manifest, ProcessType};
 use mayfly::queue::{NewJob, Policy, Queue, State};
 use mayfly::supervisor::{self, Formation};
 use mayfly::{bench, export, state, toolchain};
@@ -331,32 +331,23 @@ fn run(
         shutdown
             .listen_for_signals(&label)
             .context("cannot install signal handlers")?;
+        let Prepared {
+            engine,
+            component,
+            config,
+            backends,
+        } = prepare(manifest, process, &label)?;
+        let context = || {
+            format!(
+                "process type `{}` ({})",
+                process.name,
+                process.component.display()
+            )
+        };
         match process.kind {
             Kind::Http => {
-                let (engine, _) = engine::build(EngineOptions {
-                    allocator: Allocator::Pooling,
-                    instances: process.concurrency,
-                    memory: process.memory,
-                })?;
-                engine::start_epoch_ticker(&engine);
-                let component = engine::load_component(
-                    &engine,
-                    &process.component,
-                    &engine::cache_dir(&manifest.dir),
-                )
-                .with_context(|| format!("process type `{}`", process.name))?;
-                let backends = state::open(&manifest.app.state, &manifest.dir)?;
-                let config =
-                    InstanceConfig::new(&label, &process.env, process.memory, process.deadline)
-                        .with_services(&process.config, Some(backends));
                 let handler = Handler::new(&engine, &component, config, shutdown.clone())
-                    .with_context(|| {
-                        format!(
-                            "process type `{}` ({})",
-                            process.name,
-                            process.component.display()
-                        )
-                    })?;
+                    .with_context(context)?;
                 let server = ServerConfig {
                     process: label.clone(),
                     host: env_or("HOST", process.host.clone()),
@@ -381,30 +372,8 @@ fn run(
                 http::serve(listener, Arc::new(handler), server, shutdown).await
             }
             Kind::Job => {
-                let backends = state::open(&manifest.app.state, &manifest.dir)?;
-                let (engine, _) = engine::build(EngineOptions {
-                    allocator: Allocator::Pooling,
-                    instances: process.concurrency,
-                    memory: process.memory,
-                })?;
-                engine::start_epoch_ticker(&engine);
-                let component = engine::load_component(
-                    &engine,
-                    &process.component,
-                    &engine::cache_dir(&manifest.dir),
-                )
-                .with_context(|| format!("process type `{}`", process.name))?;
-                let config =
-                    InstanceConfig::new(&label, &process.env, process.memory, process.deadline)
-                        .with_services(&process.config, Some(backends.clone()));
                 let runner = Runner::new(&engine, &component, config, shutdown.clone())
-                    .with_context(|| {
-                        format!(
-                            "process type `{}` ({})",
-                            process.name,
-                            process.component.display()
-                        )
-                    })?;
+                    .with_context(context)?;
                 tracing::info!(
                     "{label} working on {} (ready in {:.1} ms)",
                     process.queues.join(", "),
@@ -427,6 +396,40 @@ fn run(
     })?;
     tracing::info!("{label} exited");
     Ok(())
+}
+
+/// What every process type needs before it can take work: its backing
+/// services, the engine (ticking), the compiled component, and the settings
+/// each instance gets.
+struct Prepared {
+    engine: wasmtime::Engine,
+    component: wasmtime::component::Component,
+    config: InstanceConfig,
+    backends: state::Backends,
+}
+
+fn prepare(manifest: &Manifest, process: &ProcessType, label: &str) -> Result<Prepared> {
+    let backends = state::open(&manifest.app.state, &manifest.dir)?;
+    let (engine, _) = engine::build(EngineOptions {
+        allocator: Allocator::Pooling,
+        instances: process.concurrency,
+        memory: process.memory,
+    })?;
+    engine::start_epoch_ticker(&engine);
+    let component = engine::load_component(
+        &engine,
+        &process.component,
+        &engine::cache_dir(&manifest.dir),
+    )
+    .with_context(|| format!("process type `{}`", process.name))?;
+    let config = InstanceConfig::new(label, &process.env, process.memory, process.deadline)
+        .with_services(&process.config, Some(backends.clone()));
+    Ok(Prepared {
+        engine,
+        component,
+        config,
+        backends,
+    })
 }
 
 fn jobs(queue: &dyn Queue, command: Jobs) -> Result<()> {

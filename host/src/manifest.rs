@@ -199,6 +199,25 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         })
 }
 
+/// `a/b/../c` → `a/c`, without touching the filesystem, so messages name the
+/// file the way a person would.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
 fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(de)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
@@ -282,7 +301,7 @@ impl Manifest {
                 name.clone(),
                 ProcessType {
                     kind: raw.kind,
-                    component: dir.join(&raw.component),
+                    component: normalize(&dir.join(&raw.component)),
                     build: raw.build,
                     host: raw.host,
                     port: raw.port,
@@ -352,6 +371,16 @@ mod tests {
         assert_eq!(web.memory, 64 << 20);
         assert_eq!(web.max_body, 10 << 20);
         assert!(web.env.is_empty());
+    }
+
+    #[test]
+    fn component_paths_are_relative_to_the_manifest_and_normalized() {
+        let m =
+            parse("[process.web]\nkind = \"http\"\ncomponent = \"../target/./w.wasm\"\n").unwrap();
+        assert_eq!(
+            m.process("web").unwrap().component,
+            Path::new("/target/w.wasm")
+        );
     }
 
     #[test]
