@@ -193,6 +193,38 @@ fn a_killed_child_is_restarted_and_the_app_keeps_answering() {
 }
 
 #[test]
+fn a_second_signal_stops_the_formation_at_once() {
+    let dir = TempDir::new("twice");
+    let manifest = write_manifest(
+        &dir,
+        &format!(
+            "[app]\ngrace = \"30s\"\n[process.web]\nkind = \"http\"\ncomponent = \"{}\"\n",
+            component("limits")
+        ),
+    );
+    let port = free_port();
+    let mut up = Up::start(&manifest, port);
+    wait_ready(&up.log, &["web.1 listening"]);
+    // A request that would hold the drain for 20 s.
+    std::thread::spawn(move || fresh_get(port, "/sleep/20000"));
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&up.child, "TERM");
+    assert!(up
+        .log
+        .wait_for("stopping the formation", Duration::from_secs(5))
+        .is_some());
+    let t0 = Instant::now();
+    signal(&up.child, "INT");
+    let status = wait_timeout(&mut up.child, Duration::from_secs(5)).expect("up exits at once");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
 fn a_child_that_always_crashes_is_given_up_with_its_last_words() {
     let dir = TempDir::new("crashloop");
     let manifest = write_manifest(
