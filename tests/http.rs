@@ -423,6 +423,26 @@ fn a_component_without_the_http_export_says_what_it_exports() {
 }
 
 #[test]
+fn a_worker_component_run_as_web_names_its_exports() {
+    build_examples();
+    let dir = TempDir::new("workerasweb");
+    let component = repo().join("examples/target/wasm32-wasip2/release/noop.wasm");
+    let manifest = app_with(
+        dir.path(),
+        &format!(
+            "[process.web]\nkind = \"http\"\ncomponent = \"{}\"\n",
+            component.display()
+        ),
+    );
+    let stderr = run_web(&manifest);
+    assert!(
+        stderr.contains("does not export wasi:http/incoming-handler"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("mayfly:process/job-handler"), "{stderr}");
+}
+
+#[test]
 fn a_port_in_use_is_named_with_the_fix() {
     build_examples();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

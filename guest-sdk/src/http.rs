@@ -12,6 +12,11 @@ use crate::__private::http_world::wasi::http::types::{
 use crate::__private::http_world::wasi::io::streams::StreamError;
 
 /// A header: its name and its raw value.
+///
+/// ```
+/// let header: mayfly_guest::http::Header = ("content-type".into(), b"text/plain".to_vec());
+/// assert_eq!(header.0, "content-type");
+/// ```
 pub type Header = (String, Vec<u8>);
 
 /// An incoming HTTP request, with its whole body.
@@ -302,6 +307,11 @@ impl Response {
 /// ```
 pub trait IntoResponse {
     /// Turns the value into a response.
+    ///
+    /// ```
+    /// use mayfly_guest::http::IntoResponse;
+    /// assert_eq!(String::from("hi").into_response().body(), b"hi");
+    /// ```
     fn into_response(self) -> Response;
 }
 

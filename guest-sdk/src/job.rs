@@ -132,7 +132,9 @@ impl Job {
 pub enum JobError {
     /// Run it again: after `delay`, or after the queue's exponential backoff.
     Retry {
+        /// Why; kept as the job's last error.
         reason: String,
+        /// When to try again; `None` lets the queue back off (1s, 2s, 4s, ...).
         delay: Option<Duration>,
     },
     /// Give up: the job goes to the dead letters.

@@ -19,6 +19,8 @@
 //! `std` works: `println!` and `eprintln!` become host log lines tagged with
 //! the process and request, `std::env::var` sees the manifest's `env`.
 
+#![warn(missing_docs)]
+
 pub mod http;
 
 /// Marks a function as the HTTP handler of a web process type.
