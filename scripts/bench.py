@@ -14,6 +14,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -168,7 +169,7 @@ def spinner_latency():
     section("hello next to a spinning guest: wrk -t1 -c4 -d5s on /ok of examples/spin, 2 threads")
     manifest = os.path.join(ROOT, "examples/spin/mayfly.toml")
     port = free_port()
-    proc = mayfly_web(manifest, port)
+    proc = mayfly_web(manifest, port, {"MAYFLY_THREADS": "2"})
     wait_http(port, "/ok")
     alone = wrk(port, "/ok", seconds=5, threads=1, conns=4)
     spinners = [subprocess.Popen(["sh", "-c", f"while :; do curl -s -o /dev/null http://127.0.0.1:{port}/; done"])
@@ -203,19 +204,24 @@ def jobs():
 def up_ready():
     section("`mayfly up` web=2 worker=2 (examples/wordcount), warm cache: each child's exec -> ready")
     manifest = os.path.join(ROOT, "examples/wordcount/mayfly.toml")
-    port = free_port()
-    proc = subprocess.Popen([MAYFLY, "up", "--manifest", manifest, "--formation", "web=2,worker=2"],
-                            env=dict(os.environ, PORT=str(port), HOST="127.0.0.1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     ready = []
-    deadline = time.monotonic() + 60
-    while len(ready) < 4 and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        m = re.search(r"\(ready in ([\d.]+) ms\)", line)
-        if m:
-            ready.append(float(m.group(1)))
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    for attempt in range(2):  # the first run fills the compile cache
+        port = free_port()
+        proc = subprocess.Popen([MAYFLY, "up", "--manifest", manifest, "--formation", "web=2,worker=2"],
+                                env=dict(os.environ, PORT=str(port), HOST="127.0.0.1"),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        ready = []
+        timer = threading.Timer(60, proc.kill)  # never wait forever on a child that does not start
+        timer.start()
+        for line in proc.stdout:
+            m = re.search(r"\(ready in ([\d.]+) ms\)", line)
+            if m:
+                ready.append(float(m.group(1)))
+                if len(ready) == 4:
+                    break
+        timer.cancel()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
     print("ready in " + ", ".join(f"{t:.1f} ms" for t in ready))
 
 

@@ -129,21 +129,28 @@ fn up_runs_the_formation_and_both_web_processes_serve_one_port() {
     let port = free_port();
     let up = Up::start(&hello_app(&dir, 2), port);
     wait_ready(&up.log, &["web.1 listening", "web.2 listening"]);
+    let served_by = |name: &str| {
+        up.log
+            .lines()
+            .iter()
+            .any(|l| l.starts_with(name) && l.contains("| GET /n"))
+    };
     for i in 0..200 {
         let reply = fresh_get(port, &format!("/n{i}")).expect("the formation answers");
         assert_eq!(reply.status, 200);
-        let text = up.log.text();
-        if text.contains("web.1 | INFO web.1") && text.contains("web.2 | INFO web.2") && i > 10 {
+        if served_by("web.1") && served_by("web.2") {
             break;
         }
     }
-    let text = up.log.text();
-    for name in ["web.1", "web.2"] {
+    // Lines may still be on their way from the children: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(served_by("web.1") && served_by("web.2")) {
         assert!(
-            text.lines()
-                .any(|l| l.starts_with(name) && l.contains("| GET /n")),
-            "{name} served nothing:\n{text}"
+            Instant::now() < deadline,
+            "both web processes should serve:\n{}",
+            up.log.text()
         );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -263,15 +270,21 @@ fn sigterm_finishes_accepted_requests_refuses_new_ones_and_exits_zero() {
     let clients: Vec<_> = (0..16)
         .map(|_| std::thread::spawn(move || fresh_get(port, "/sleep/1000")))
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server
+            .log
+            .wait_for_count("| sleeping 1000 ms", 16, Duration::from_secs(10)),
+        "the 16 requests did not all start:\n{}",
+        server.log.text()
+    );
     let t0 = Instant::now();
     signal(&server.child, "TERM");
-    std::thread::sleep(Duration::from_millis(100));
     // The listener is closed: a new connection is refused.
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "a new connection was accepted after SIGTERM"
-    );
+    let refused = (0..60).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    assert!(refused, "new connections were still accepted after SIGTERM");
     for client in clients {
         let reply = client
             .join()
@@ -341,7 +354,10 @@ fn on_one_thread_a_request_is_served_while_another_guest_spins() {
         Server::start_with(&example("spin"), shared_cache(), &[("MAYFLY_THREADS", "1")]);
     let url = server.url("/");
     let spinner = std::thread::spawn(move || get(&url));
-    std::thread::sleep(Duration::from_millis(150));
+    assert!(server
+        .log
+        .wait_for("| spinning", Duration::from_secs(10))
+        .is_some());
     let t0 = Instant::now();
     let ok = get(&server.url("/ok"));
     let took = t0.elapsed();
@@ -349,7 +365,7 @@ fn on_one_thread_a_request_is_served_while_another_guest_spins() {
     // The spinner's deadline is 1s: being served well before it means the
     // spinner yielded the only thread at its epoch ticks.
     assert!(
-        took < Duration::from_millis(250),
+        took < Duration::from_millis(500),
         "waited {took:?} for the spinner"
     );
     assert!(!spinner.is_finished());

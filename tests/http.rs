@@ -64,7 +64,10 @@ fn a_spinning_guest_gets_504_at_its_deadline_while_others_are_served() {
     let spinner = std::thread::spawn(move || (get(&url), started.elapsed()));
 
     // While the spinner runs, the host keeps serving.
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(server
+        .log
+        .wait_for("| spinning", Duration::from_secs(10))
+        .is_some());
     let ok = get(&server.url("/ok"));
     assert_eq!((ok.status, ok.body.as_str()), (200, "ok\n"));
     assert!(

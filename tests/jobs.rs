@@ -78,8 +78,20 @@ impl App {
         Server::start_type(process_type, &self.manifest, shared_cache(), &[])
     }
 
+    /// A worker that also logs every finished job.
+    fn start_verbose(&self, process_type: &str) -> Server {
+        Server::start_type(
+            process_type,
+            &self.manifest,
+            shared_cache(),
+            &[("RUST_LOG", "info,mayfly=debug")],
+        )
+    }
+
     fn jobs(&self, state: &str) -> Vec<Value> {
-        let out = self.ok(&["jobs", "list", "--state", state, "--json"]);
+        let out = self.ok(&[
+            "jobs", "list", "--state", state, "--json", "--limit", "1000000",
+        ]);
         serde_json::from_str::<Value>(&out)
             .unwrap()
             .as_array()
@@ -231,8 +243,8 @@ fn two_workers_on_one_state_file_never_run_the_same_job_at_once() {
     for _ in 0..60 {
         app.enqueue("sleep:30", &[]);
     }
-    let a = app.start("worker");
-    let b = app.start("worker");
+    let a = app.start_verbose("worker");
+    let b = app.start_verbose("worker");
     app.wait("60 jobs done", Duration::from_secs(60), || {
         app.jobs("done").len() == 60
     });
@@ -250,7 +262,14 @@ fn two_workers_on_one_state_file_never_run_the_same_job_at_once() {
     );
     // Both workers took part.
     for worker in [&a, &b] {
-        assert!(worker.log.text().contains("working on lab"));
+        assert!(
+            worker
+                .log
+                .wait_for(" done in ", Duration::from_secs(5))
+                .is_some(),
+            "a worker ran no job:\n{}",
+            worker.log.text()
+        );
     }
 }
 
@@ -328,9 +347,9 @@ fn a_job_that_extends_its_lease_runs_past_its_deadline() {
     let _worker = app.start("worker");
     let id = app.enqueue("extend:1500", &[]);
     let job = app.wait_state(&id, "done", Duration::from_secs(30));
+    // One attempt, done: without the extension the 700 ms deadline would
+    // have stopped it, and with max_attempts = 1 it would be dead.
     assert_eq!(job["attempts"], 1, "{job}");
-    let took = job["finished_at_ms"].as_u64().unwrap() - job["enqueued_at_ms"].as_u64().unwrap();
-    assert!(took >= 1500, "finished after {took} ms");
 }
 
 #[test]

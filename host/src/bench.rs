@@ -167,6 +167,15 @@ async fn run(options: ChurnOptions, concurrency: u32) -> Result<ChurnReport> {
     })
 }
 
+/// Kills the workers a failed benchmark started.
+fn stop_all(children: &mut Vec<std::process::Child>, failed: std::process::Child) {
+    children.push(failed);
+    for child in children.iter_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 async fn once(handler: &Handler) -> Result<()> {
     let request = hyper::Request::builder()
         .uri("http://localhost/")
@@ -272,10 +281,12 @@ pub fn jobs(options: JobsOptions) -> Result<JobsReport> {
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(Ok(())) => {}
             Ok(Err(last)) => {
+                stop_all(&mut children, child);
                 cleanup();
                 anyhow::bail!("worker {index} exited before it was ready: {}", last.trim());
             }
             Err(_) => {
+                stop_all(&mut children, child);
                 cleanup();
                 anyhow::bail!("worker {index} was not ready within 120 s");
             }

@@ -88,6 +88,9 @@ struct Slot {
     restart_at: Option<Instant>,
     given_up: bool,
     last_words: Arc<Mutex<String>>,
+    /// The tasks copying the child's output; a crashed child's last words
+    /// are only known once they have read to the end.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 enum Event {
@@ -120,6 +123,7 @@ pub async fn up(manifest: &Manifest, manifest_path: &Path, formation: &Formation
                 restart_at: Some(Instant::now()),
                 given_up: false,
                 last_words: Default::default(),
+                readers: Vec::new(),
             });
         }
     }
@@ -153,7 +157,8 @@ pub async fn up(manifest: &Manifest, manifest_path: &Path, formation: &Formation
             if slot.child.is_none() && !slot.given_up && slot.restart_at.is_some_and(|at| at <= now)
             {
                 match spawn(&exe, &manifest_path, slot, number, &tx) {
-                    Ok(child) => {
+                    Ok((child, readers)) => {
+                        slot.readers = readers;
                         tracing::info!("started {} (pid {})", slot.name, child.id().unwrap_or(0));
                         slot.child = Some(child);
                         slot.started = Instant::now();
@@ -200,6 +205,9 @@ pub async fn up(manifest: &Manifest, manifest_path: &Path, formation: &Formation
                 slot.crashes = 0;
             }
             slot.crashes += 1;
+            for reader in slot.readers.drain(..) {
+                let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+            }
             let last = slot.last_words.lock().unwrap().clone();
             if slot.crashes >= MAX_QUICK_CRASHES {
                 slot.given_up = true;
@@ -284,7 +292,7 @@ fn spawn(
     slot: &Slot,
     number: usize,
     tx: &mpsc::UnboundedSender<Event>,
-) -> Result<Child> {
+) -> Result<(Child, Vec<tokio::task::JoinHandle<()>>)> {
     let mut command = Command::new(exe);
     command
         .arg("run")
@@ -314,6 +322,7 @@ fn spawn(
     let mut child = command
         .spawn()
         .with_context(|| format!("spawning {}", exe.display()))?;
+    let mut readers = Vec::new();
     for stream in [
         child
             .stdout
@@ -329,7 +338,7 @@ fn spawn(
     {
         let tx = tx.clone();
         let last_words = slot.last_words.clone();
-        tokio::spawn(async move {
+        readers.push(tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let line = line.trim_start().to_string();
@@ -338,9 +347,9 @@ fn spawn(
                     break;
                 }
             }
-        });
+        }));
     }
-    Ok(child)
+    Ok((child, readers))
 }
 
 #[cfg(test)]

@@ -118,6 +118,22 @@ impl Log {
         self.lines().join("\n")
     }
 
+    /// Waits until `count` lines contain `needle`.
+    pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lines, cond) = &*self.0;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if guard.iter().filter(|l| l.contains(needle)).count() >= count {
+                return true;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            guard = cond.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
     /// Waits for a line containing `needle`, and returns it.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;

@@ -22,6 +22,7 @@ fn handle(req: Request) -> Response {
         }
         ("sleep", Some(ms)) => {
             let ms: u64 = ms.parse().unwrap_or(100);
+            println!("sleeping {ms} ms");
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Response::text(format!("slept {ms} ms\n"))
         }

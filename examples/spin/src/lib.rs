@@ -9,6 +9,8 @@ fn handle(req: Request) -> Response {
     if req.path() == "/ok" {
         return Response::text("ok\n");
     }
+    // Flushed before the loop, so a test knows the spinner is running.
+    println!("spinning");
     let mut n: u64 = 0;
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
