@@ -8,7 +8,7 @@ use common::*;
 #[test]
 fn churn_reports_instances_and_percentiles_as_json() {
     build_examples();
-    let component = repo().join("examples/target/wasm32-wasip2/release/hello.wasm");
+    let component = component("hello");
     for (allocator, concurrency) in [("pooling", "1"), ("on-demand", "2")] {
         let (output, stderr) = run_output(
             mayfly()

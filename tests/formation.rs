@@ -10,14 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde::Deserialize;
 
-fn component(name: &str) -> String {
-    repo()
-        .join("examples/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-        .display()
-        .to_string()
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -285,12 +285,12 @@ fn a_client_that_stalls_mid_body_gets_408_and_frees_its_slot() {
     let dir = TempDir::new("stall");
     build_examples();
     let manifest = dir.path().join("mayfly.toml");
-    let component = repo().join("examples/target/wasm32-wasip2/release/limits.wasm");
+    let component = component("limits");
     std::fs::write(
         &manifest,
         format!(
             "[process.web]\nkind = \"http\"\ncomponent = \"{}\"\nconcurrency = 1\ndeadline = \"500ms\"\n",
-            component.display()
+            component
         ),
     )
     .unwrap();
@@ -429,12 +429,12 @@ fn a_component_without_the_http_export_says_what_it_exports() {
 fn a_worker_component_run_as_web_names_its_exports() {
     build_examples();
     let dir = TempDir::new("workerasweb");
-    let component = repo().join("examples/target/wasm32-wasip2/release/noop.wasm");
+    let component = component("noop");
     let manifest = app_with(
         dir.path(),
         &format!(
             "[process.web]\nkind = \"http\"\ncomponent = \"{}\"\n",
-            component.display()
+            component
         ),
     );
     let stderr = run_web(&manifest);

@@ -17,14 +17,6 @@ struct App {
     manifest: PathBuf,
 }
 
-fn component(name: &str) -> String {
-    repo()
-        .join("examples/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-        .display()
-        .to_string()
-}
-
 impl App {
     /// The joblab app, with `worker` settings replaced by `worker_extra`.
     fn joblab(worker_extra: &str) -> App {

@@ -5,21 +5,11 @@
 use crate::__private::http_world::mayfly::process::kv_atomics;
 use crate::__private::http_world::wasi::keyvalue::{atomics, store as wit};
 
-/// Why a key-value operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
+pub use crate::Error;
 
 impl From<wit::Error> for Error {
     fn from(err: wit::Error) -> Self {
-        Error(match err {
+        Error::new(match err {
             wit::Error::NoSuchStore => "no key-value store is attached to this process".into(),
             wit::Error::AccessDenied => "access to the key-value store was denied".into(),
             wit::Error::Other(message) => message,

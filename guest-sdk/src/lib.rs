@@ -63,6 +63,35 @@ pub use mayfly_guest_macros::http_handler;
 /// ```
 pub use mayfly_guest_macros::job_handler;
 
+/// Why a call to a backing service (the queue, the key-value store) failed,
+/// in words from the host: a payload too large, a store not attached, ...
+///
+/// ```
+/// let err = mayfly_guest::Error::new("queue is full");
+/// assert_eq!(err.to_string(), "queue is full");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    /// An error with this message.
+    ///
+    /// ```
+    /// let err = mayfly_guest::Error::new("no such bucket");
+    /// ```
+    pub fn new(message: impl Into<String>) -> Self {
+        Error(message.into())
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
 pub mod config;
 pub mod job;
 pub mod kv;

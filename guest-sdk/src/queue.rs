@@ -4,18 +4,7 @@ use std::time::Duration;
 
 use crate::__private::http_world::mayfly::process::queue as wit;
 
-/// Why an enqueue failed: the payload is too large, the queue's backing
-/// service is unavailable, ...
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
+pub use crate::Error;
 
 /// How to enqueue: after a delay, or at most once per key.
 ///
@@ -106,5 +95,5 @@ pub fn enqueue_with(
         delay_ms: options.delay.map(|d| d.as_millis() as u64),
         idempotency_key: options.key.clone(),
     };
-    wit::enqueue(queue, payload.as_ref(), &options).map_err(Error)
+    wit::enqueue(queue, payload.as_ref(), &options).map_err(Error::new)
 }

@@ -170,6 +170,31 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// Checks that a component exports the interface a process type calls
+/// (`export` without its version), and otherwise says what it does export.
+pub fn require_export(
+    engine: &Engine,
+    component: &Component,
+    export: &str,
+    needs: &str,
+) -> Result<()> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let matches = |name: &String| name.split('@').next() == Some(export);
+    if exports.iter().any(matches) {
+        return Ok(());
+    }
+    let found = if exports.is_empty() {
+        "nothing".to_string()
+    } else {
+        exports.join(", ")
+    };
+    bail!("the component does not export {export} (it exports {found}): {needs}")
+}
+
 /// Loads a component, from the compile cache when it holds this exact file
 /// compiled by a compatible engine, else by compiling it and filling the cache.
 pub fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<Component> {

@@ -27,11 +27,11 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::instance::{interruption, new_store, GuestState, InstanceConfig, Interrupted};
+use crate::instance::{new_store, GuestState, InstanceConfig, Interrupted};
 use crate::lifecycle::Shutdown;
 
-/// The export every web component must have.
-const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+/// The export every web component must have (any 0.2.x version).
+const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
 
 /// A component ready to handle requests: linked and pre-instantiated once,
 /// instantiated per request.
@@ -73,7 +73,13 @@ impl Handler {
         config: InstanceConfig,
         shutdown: Shutdown,
     ) -> Result<Handler> {
-        check_exports(engine, component)?;
+        crate::engine::require_export(
+            engine,
+            component,
+            INCOMING_HANDLER,
+            "a web process type needs a component built for the wasi:http/proxy world, \
+             for example with `#[mayfly_guest::http_handler]`",
+        )?;
         let mut linker = Linker::<GuestState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -118,21 +124,17 @@ impl Handler {
 
         // The guest runs in its own task: it may keep writing the body after
         // the response head has gone out.
-        let deadline = store.data().deadline().clone();
-        let shutdown = self.shutdown.clone();
+        let stop = store.data().stop();
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let call = async {
+            stop.guard(async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, request, out)
                     .await
-            };
-            tokio::select! {
-                result = call => result,
-                why = interruption(&deadline, &shutdown) => Err(wasmtime::Error::new(why)),
-            }
+            })
+            .await
         });
 
         match receiver.await {
@@ -156,32 +158,6 @@ impl Handler {
             }),
         }
     }
-}
-
-/// A web component must export `wasi:http/incoming-handler`; say what it
-/// exports instead when it does not.
-fn check_exports(engine: &Engine, component: &Component) -> Result<()> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
-    if exports
-        .iter()
-        .any(|name| name.starts_with(INCOMING_HANDLER))
-    {
-        return Ok(());
-    }
-    let found = if exports.is_empty() {
-        "nothing".to_string()
-    } else {
-        exports.join(", ")
-    };
-    bail!(
-        "the component does not export wasi:http/incoming-handler (it exports {found}): \
-         a web process type needs a component built for the wasi:http/proxy world, \
-         for example with `#[mayfly_guest::http_handler]`"
-    )
 }
 
 /// The limits of a web process, from the manifest.
@@ -308,11 +284,15 @@ struct Service {
 impl Service {
     async fn call(&self, req: Request<Incoming>) -> Response<HyperOutgoingBody> {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            return plain(
+            let mut busy = plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server is at capacity, retry shortly\n",
-            )
-            .with_retry_after();
+            );
+            busy.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+            return busy;
         };
         let request_id = format!(
             "{}-{:x}",
@@ -453,18 +433,4 @@ fn plain(status: StatusCode, text: &str) -> Response<HyperOutgoingBody> {
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-trait WithRetryAfter {
-    fn with_retry_after(self) -> Self;
-}
-
-impl WithRetryAfter for Response<HyperOutgoingBody> {
-    fn with_retry_after(mut self) -> Self {
-        self.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static("1"),
-        );
-        self
-    }
 }

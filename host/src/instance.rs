@@ -60,6 +60,13 @@ impl GuestState {
     pub fn deadline(&self) -> &Deadline {
         &self.deadline
     }
+    /// What stops this instance, for [`Stop::guard`].
+    pub fn stop(&self) -> Stop {
+        Stop {
+            deadline: self.deadline.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
 }
 
 /// When an instance is stopped. Shared between the store's epoch callback
@@ -187,19 +194,38 @@ impl Interrupted {
     }
 }
 
-/// Resolves when the host must stop a guest that is waiting in a host call
-/// (a sleep, a read): the epoch callback only runs while wasm code runs, so
-/// the caller races the guest call against this and drops the call.
-pub async fn interruption(deadline: &Deadline, shutdown: &Shutdown) -> Interrupted {
-    loop {
+/// What stops a running guest: its deadline, or the end of the shutdown
+/// grace. The epoch callback enforces both while wasm code runs; [`Stop::guard`]
+/// enforces them while the guest waits in a host call (a sleep, a read).
+pub struct Stop {
+    deadline: Deadline,
+    shutdown: Shutdown,
+}
+
+impl Stop {
+    /// Runs a guest call, dropping it (and so the instance's work) when the
+    /// host must stop it.
+    pub async fn guard<T>(
+        self,
+        call: impl std::future::Future<Output = wasmtime::Result<T>>,
+    ) -> wasmtime::Result<T> {
         tokio::select! {
-            () = tokio::time::sleep_until(deadline.instant().into()) => {
-                // The guest may have extended its deadline meanwhile.
-                if deadline.passed() {
-                    return Interrupted::Deadline;
+            result = call => result,
+            why = self.reason() => Err(wasmtime::Error::new(why)),
+        }
+    }
+
+    async fn reason(&self) -> Interrupted {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(self.deadline.instant().into()) => {
+                    // The guest may have extended its deadline meanwhile.
+                    if self.deadline.passed() {
+                        return Interrupted::Deadline;
+                    }
                 }
+                () = self.shutdown.cancelled() => return Interrupted::Shutdown,
             }
-            () = shutdown.cancelled() => return Interrupted::Shutdown,
         }
     }
 }

@@ -13,19 +13,19 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tokio::sync::{mpsc, Semaphore};
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
-use crate::instance::{interruption, new_store, GuestState, InstanceConfig, Interrupted, JobLease};
+use crate::instance::{new_store, GuestState, InstanceConfig, Interrupted, JobLease};
 use crate::lifecycle::Shutdown;
 use crate::queue::{now_ms, LeaseRef, Leased, Outcome, Policy};
 use crate::services::exports::mayfly::process::job_handler::{Job, JobError};
 use crate::services::WorkerPre;
 use crate::state::Backends;
 
-const JOB_HANDLER: &str = "mayfly:process/job-handler@0.1";
+const JOB_HANDLER: &str = "mayfly:process/job-handler";
 
 /// How often an idle worker looks for new jobs. Bounded so that a job
 /// enqueued into an idle queue starts within this much (SQLite has no
@@ -47,7 +47,13 @@ impl Runner {
         config: InstanceConfig,
         shutdown: Shutdown,
     ) -> Result<Runner> {
-        check_exports(engine, component)?;
+        crate::engine::require_export(
+            engine,
+            component,
+            JOB_HANDLER,
+            "a job process type needs a component built for the mayfly:process/worker world, \
+             for example with `#[mayfly_guest::job_handler]`",
+        )?;
         let mut linker = Linker::<GuestState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         crate::services::add_to_linker(&mut linker, true)?;
@@ -84,18 +90,16 @@ impl Runner {
             enqueued_at: job.enqueued_at_ms,
             deadline: now_ms() + self.config.deadline.as_millis() as u64,
         };
-        let deadline = store.data().deadline().clone();
-        let call = async {
-            let worker = self.pre.instantiate_async(&mut store).await?;
-            worker
-                .mayfly_process_job_handler()
-                .call_handle(&mut store, &record)
-                .await
-        };
-        let result = tokio::select! {
-            result = call => result,
-            why = interruption(&deadline, &self.shutdown) => Err(wasmtime::Error::new(why)),
-        };
+        let stop = store.data().stop();
+        let result = stop
+            .guard(async {
+                let worker = self.pre.instantiate_async(&mut store).await?;
+                worker
+                    .mayfly_process_job_handler()
+                    .call_handle(&mut store, &record)
+                    .await
+            })
+            .await;
         match result {
             Ok(Ok(())) => Outcome::Done,
             Ok(Err(JobError::Retry(retry))) => Outcome::Retry {
@@ -116,27 +120,6 @@ impl Runner {
             },
         }
     }
-}
-
-fn check_exports(engine: &Engine, component: &Component) -> Result<()> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
-    if exports.iter().any(|name| name.starts_with(JOB_HANDLER)) {
-        return Ok(());
-    }
-    let found = if exports.is_empty() {
-        "nothing".to_string()
-    } else {
-        exports.join(", ")
-    };
-    bail!(
-        "the component does not export mayfly:process/job-handler (it exports {found}): \
-         a job process type needs a component built for the mayfly:process/worker world, \
-         for example with `#[mayfly_guest::job_handler]`"
-    )
 }
 
 /// The settings of a worker process, from the manifest.

@@ -6,21 +6,22 @@
 //! every running guest is stopped at its next epoch tick by the deadline
 //! callback in [`crate::instance`], which is the only place that stops guests.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-#[derive(Clone)]
-pub struct Shutdown {
-    inner: Arc<Inner>,
+/// Where a process is in its shutdown; it only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Running,
+    Draining,
+    Cancelling,
 }
 
-struct Inner {
-    draining: watch::Sender<bool>,
-    cancelling: AtomicBool,
-    cancelled: watch::Sender<bool>,
+#[derive(Clone)]
+pub struct Shutdown {
+    phase: Arc<watch::Sender<Phase>>,
 }
 
 impl Default for Shutdown {
@@ -32,45 +33,52 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn new() -> Self {
         Shutdown {
-            inner: Arc::new(Inner {
-                draining: watch::Sender::new(false),
-                cancelling: AtomicBool::new(false),
-                cancelled: watch::Sender::new(false),
-            }),
+            phase: Arc::new(watch::Sender::new(Phase::Running)),
         }
+    }
+
+    fn advance(&self, to: Phase) {
+        self.phase.send_if_modified(|phase| {
+            let moved = *phase < to;
+            if moved {
+                *phase = to;
+            }
+            moved
+        });
+    }
+
+    async fn reached(&self, phase: Phase) {
+        let mut rx = self.phase.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(|now| *now >= phase).await;
     }
 
     /// Stop taking new work.
     pub fn drain(&self) {
-        self.inner.draining.send_replace(true);
+        self.advance(Phase::Draining);
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.inner.draining.borrow()
+        *self.phase.borrow() >= Phase::Draining
     }
 
     /// Resolves once draining has begun.
     pub async fn draining(&self) {
-        let mut rx = self.inner.draining.subscribe();
-        // The sender lives in `self`, so this cannot fail while we wait.
-        let _ = rx.wait_for(|draining| *draining).await;
+        self.reached(Phase::Draining).await
     }
 
     /// Stop every running guest at its next epoch tick.
     pub fn cancel(&self) {
-        self.drain();
-        self.inner.cancelling.store(true, Ordering::SeqCst);
-        self.inner.cancelled.send_replace(true);
+        self.advance(Phase::Cancelling);
+    }
+
+    pub fn is_cancelling(&self) -> bool {
+        *self.phase.borrow() == Phase::Cancelling
     }
 
     /// Resolves once cancelling has begun.
     pub async fn cancelled(&self) {
-        let mut rx = self.inner.cancelled.subscribe();
-        let _ = rx.wait_for(|cancelled| *cancelled).await;
-    }
-
-    pub fn is_cancelling(&self) -> bool {
-        self.inner.cancelling.load(Ordering::Relaxed)
+        self.reached(Phase::Cancelling).await
     }
 
     /// Turns SIGTERM/SIGINT into drain, and a second signal into cancel.

@@ -437,26 +437,25 @@ impl Queue for Sqlite {
 
     fn revive(&self, id: &str) -> Result<()> {
         let numeric = parse_id(id)?;
-        let state: Option<String> = self.with(|conn| {
-            conn.query_row("SELECT state FROM jobs WHERE id = ?1", [numeric], |r| {
-                r.get(0)
-            })
-            .optional()
-        })?;
-        match state.as_deref() {
-            None => bail!("there is no job {id}"),
-            Some("dead") => {}
-            Some(other) => bail!("job {id} is {other}, not dead: only dead jobs can be retried"),
-        }
         let now = now_ms() as i64;
-        self.with(|conn| {
+        let revived = self.with(|conn| {
             conn.execute(
                 "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?2, finished_at = NULL
                  WHERE id = ?1 AND state = 'dead'",
                 params![numeric, now],
             )
         })?;
-        Ok(())
+        if revived == 1 {
+            return Ok(());
+        }
+        // Nothing changed: say why.
+        match Queue::get(self, id)? {
+            None => bail!("there is no job {id}"),
+            Some(job) => bail!(
+                "job {id} is {}, not dead: only dead jobs can be retried",
+                job.state.as_str()
+            ),
+        }
     }
 
     fn purge(&self, state: State) -> Result<u64> {
@@ -480,24 +479,52 @@ fn jitter() -> f64 {
     f64::from(nanos % 1000) / 1000.0
 }
 
+const KV_READ: &str = "SELECT value FROM kv WHERE bucket = ?1 AND key = ?2";
+const KV_WRITE: &str = "INSERT INTO kv (bucket, key, value) VALUES (?1, ?2, ?3)
+                        ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value";
+
+fn kv_read(conn: &Connection, bucket: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached(KV_READ)?
+        .query_row([bucket, key], |r| r.get(0))
+        .optional()
+}
+
+fn kv_write(conn: &Connection, bucket: &str, key: &str, value: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached(KV_WRITE)?
+        .execute(params![bucket, key, value])
+        .map(drop)
+}
+
+impl Sqlite {
+    /// Reads a key and maybe writes it, in one write transaction: the
+    /// atomic operations. `decide` returns what to write (if anything) and
+    /// the answer.
+    fn read_modify_write<T>(
+        &self,
+        bucket: &str,
+        key: &str,
+        decide: impl FnOnce(Option<&[u8]>) -> (Option<Vec<u8>>, T),
+    ) -> Result<T> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current = kv_read(&tx, bucket, key)?;
+            let (write, answer) = decide(current.as_deref());
+            if let Some(value) = write {
+                kv_write(&tx, bucket, key, &value)?;
+            }
+            tx.commit()?;
+            Ok(answer)
+        })
+    }
+}
+
 impl Kv for Sqlite {
     fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        self.with(|conn| {
-            conn.prepare_cached("SELECT value FROM kv WHERE bucket = ?1 AND key = ?2")?
-                .query_row([bucket, key], |r| r.get(0))
-                .optional()
-        })
+        self.with(|conn| kv_read(conn, bucket, key))
     }
 
     fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<()> {
-        self.with(|conn| {
-            conn.prepare_cached(
-                "INSERT INTO kv (bucket, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![bucket, key, value])
-        })
-        .map(drop)
+        self.with(|conn| kv_write(conn, bucket, key, value))
     }
 
     fn delete(&self, bucket: &str, key: &str) -> Result<()> {
@@ -509,12 +536,15 @@ impl Kv for Sqlite {
     }
 
     fn exists(&self, bucket: &str, key: &str) -> Result<bool> {
-        Ok(Kv::get(self, bucket, key)?.is_some())
+        self.with(|conn| {
+            conn.prepare_cached("SELECT 1 FROM kv WHERE bucket = ?1 AND key = ?2")?
+                .exists([bucket, key])
+        })
     }
 
     fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>)> {
         let offset = cursor.unwrap_or(0);
-        let keys: Vec<String> = self.with(|conn| {
+        let mut keys: Vec<String> = self.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key FROM kv WHERE bucket = ?1 ORDER BY key LIMIT ?2 OFFSET ?3",
             )?;
@@ -523,44 +553,29 @@ impl Kv for Sqlite {
             })?;
             rows.collect()
         })?;
-        if keys.len() > PAGE {
-            let mut keys = keys;
-            keys.truncate(PAGE);
-            Ok((keys, Some(offset + PAGE as u64)))
-        } else {
-            Ok((keys, None))
-        }
+        // One key past the page tells whether there is a next page.
+        let next = (keys.len() > PAGE).then(|| offset + PAGE as u64);
+        keys.truncate(PAGE);
+        Ok((keys, next))
     }
 
     fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64> {
-        let value = self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT value FROM kv WHERE bucket = ?1 AND key = ?2",
-                    [bucket, key],
-                    |r| r.get(0),
-                )
-                .optional()?;
+        let next = self.read_modify_write(bucket, key, |current| {
             let current = match current {
                 None => Some(0),
-                Some(bytes) => std::str::from_utf8(&bytes)
+                Some(bytes) => std::str::from_utf8(bytes)
                     .ok()
                     .and_then(|t| t.trim().parse::<u64>().ok()),
             };
-            let Some(current) = current else {
-                return Ok(None);
-            };
-            let next = current.wrapping_add(delta);
-            tx.execute(
-                "INSERT INTO kv (bucket, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
-                params![bucket, key, next.to_string().into_bytes()],
-            )?;
-            tx.commit()?;
-            Ok(Some(next))
+            match current {
+                Some(n) => {
+                    let next = n.wrapping_add(delta);
+                    (Some(next.to_string().into_bytes()), Some(next))
+                }
+                None => (None, None),
+            }
         })?;
-        value.with_context(|| format!("key `{key}` holds something that is not a counter"))
+        next.with_context(|| format!("key `{key}` holds something that is not a counter"))
     }
 
     fn compare_and_swap(
@@ -570,25 +585,12 @@ impl Kv for Sqlite {
         old: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool> {
-        self.with(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT value FROM kv WHERE bucket = ?1 AND key = ?2",
-                    [bucket, key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if current.as_deref() != old {
-                return Ok(false);
+        self.read_modify_write(bucket, key, |current| {
+            if current == old {
+                (Some(new.to_vec()), true)
+            } else {
+                (None, false)
             }
-            tx.execute(
-                "INSERT INTO kv (bucket, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value",
-                params![bucket, key, new],
-            )?;
-            tx.commit()?;
-            Ok(true)
         })
     }
 }
@@ -597,19 +599,41 @@ impl Kv for Sqlite {
 mod tests {
     use super::*;
 
-    fn temp_db(name: &str) -> (PathBuf, Sqlite) {
+    /// A database in a directory of its own, removed when dropped.
+    struct TempDb {
+        dir: PathBuf,
+        db: Sqlite,
+    }
+
+    impl std::ops::Deref for TempDb {
+        type Target = Sqlite;
+        fn deref(&self) -> &Sqlite {
+            &self.db
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn temp_db(name: &str) -> TempDb {
         let dir = std::env::temp_dir().join(format!("mayfly-sqlite-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("state.db");
-        let db = Sqlite::open(&path).unwrap();
-        (dir, db)
+        let db = Sqlite::open(&dir.join("state.db")).unwrap();
+        TempDb { dir, db }
+    }
+
+    fn policy_with(max_attempts: u32, lease: Duration) -> Policy {
+        Policy {
+            max_attempts,
+            lease,
+        }
     }
 
     fn policy() -> Policy {
-        Policy {
-            max_attempts: 2,
-            lease: Duration::from_secs(30),
-        }
+        policy_with(2, Duration::from_secs(30))
     }
 
     fn job(queue: &str) -> NewJob {
@@ -623,7 +647,7 @@ mod tests {
 
     #[test]
     fn a_leased_job_is_invisible_until_acked_or_expired() {
-        let (dir, db) = temp_db("lease");
+        let db = temp_db("lease");
         let id = db.enqueue(job("q")).unwrap().id;
         let queues = vec!["q".to_string()];
         let first = db.lease(&queues, 10, "a", policy()).unwrap();
@@ -632,19 +656,18 @@ mod tests {
         assert!(db.lease(&queues, 10, "b", policy()).unwrap().is_empty());
         db.complete("a", &[(first[0].lease_ref(), Outcome::Done)], policy())
             .unwrap();
-        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Done);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(Queue::get(&*db, &id).unwrap().unwrap().state, State::Done);
     }
 
     #[test]
     fn release_does_not_count_an_attempt_and_retry_past_max_is_dead() {
-        let (dir, db) = temp_db("retry");
+        let db = temp_db("retry");
         let id = db.enqueue(job("q")).unwrap().id;
         let queues = vec!["q".to_string()];
         let leased = db.lease(&queues, 1, "a", policy()).unwrap();
         db.complete("a", &[(leased[0].lease_ref(), Outcome::Release)], policy())
             .unwrap();
-        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().attempts, 0);
+        assert_eq!(Queue::get(&*db, &id).unwrap().unwrap().attempts, 0);
 
         for attempt in 1..=2 {
             let leased = db.lease(&queues, 1, "a", policy()).unwrap();
@@ -656,23 +679,19 @@ mod tests {
             db.complete("a", &[(leased[0].lease_ref(), retry)], policy())
                 .unwrap();
         }
-        let info = Queue::get(&db, &id).unwrap().unwrap();
+        let info = Queue::get(&*db, &id).unwrap().unwrap();
         assert_eq!(info.state, State::Dead);
         assert_eq!(info.last_error.as_deref(), Some("boom 2"));
         db.revive(&id).unwrap();
-        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Queued);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(Queue::get(&*db, &id).unwrap().unwrap().state, State::Queued);
     }
 
     #[test]
     fn a_late_outcome_of_an_expired_attempt_does_not_touch_the_next_one() {
-        let (dir, db) = temp_db("stale");
+        let db = temp_db("stale");
         let id = db.enqueue(job("q")).unwrap().id;
         let queues = vec!["q".to_string()];
-        let short = Policy {
-            max_attempts: 5,
-            lease: Duration::from_millis(1),
-        };
+        let short = policy_with(5, Duration::from_millis(1));
         let first = db.lease(&queues, 1, "a", short).unwrap();
         std::thread::sleep(Duration::from_millis(10));
         // The lease expired; the same owner gets the job again.
@@ -680,43 +699,40 @@ mod tests {
         assert_eq!(second[0].attempt, 2);
         db.complete("a", &[(first[0].lease_ref(), Outcome::Done)], policy())
             .unwrap();
-        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Running);
+        assert_eq!(
+            Queue::get(&*db, &id).unwrap().unwrap().state,
+            State::Running
+        );
         db.complete("a", &[(second[0].lease_ref(), Outcome::Done)], policy())
             .unwrap();
-        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Done);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(Queue::get(&*db, &id).unwrap().unwrap().state, State::Done);
     }
 
     #[test]
     fn expired_leases_of_other_queues_are_not_dead_lettered_by_this_worker() {
-        let (dir, db) = temp_db("otherqueue");
+        let db = temp_db("otherqueue");
         let id = db.enqueue(job("b")).unwrap().id;
-        let short = Policy {
-            max_attempts: 5,
-            lease: Duration::from_millis(1),
-        };
+        let short = policy_with(5, Duration::from_millis(1));
         db.lease(&["b".to_string()], 1, "b-worker", short).unwrap();
         std::thread::sleep(Duration::from_millis(10));
-        let strict = Policy {
-            max_attempts: 1,
-            lease: Duration::from_secs(30),
-        };
+        let strict = policy_with(1, Duration::from_secs(30));
         db.lease(&["a".to_string()], 1, "a-worker", strict).unwrap();
-        assert_eq!(Queue::get(&db, &id).unwrap().unwrap().state, State::Running);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(
+            Queue::get(&*db, &id).unwrap().unwrap().state,
+            State::Running
+        );
     }
 
     #[test]
     fn kv_counters_and_compare_and_swap() {
-        let (dir, db) = temp_db("kv");
+        let db = temp_db("kv");
         assert_eq!(db.increment("b", "n", 2).unwrap(), 2);
         assert_eq!(db.increment("b", "n", 3).unwrap(), 5);
-        assert_eq!(Kv::get(&db, "b", "n").unwrap().unwrap(), b"5");
+        assert_eq!(Kv::get(&*db, "b", "n").unwrap().unwrap(), b"5");
         assert!(db.compare_and_swap("b", "k", None, b"1").unwrap());
         assert!(!db.compare_and_swap("b", "k", None, b"2").unwrap());
         assert!(db.compare_and_swap("b", "k", Some(b"1"), b"2").unwrap());
         assert_eq!(db.list_keys("b", None).unwrap().0, vec!["k", "n"]);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

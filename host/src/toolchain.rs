@@ -52,10 +52,18 @@ impl std::fmt::Display for Toolchain {
 
 /// Finds a toolchain that can build guests, preferring rustup's target.
 pub fn detect() -> Result<Toolchain> {
-    if rustup_has_target() {
-        return Ok(Toolchain::Rustup);
+    let sysroot = rustc_sysroot();
+    if let Some(sysroot) = &sysroot {
+        if sysroot
+            .join("lib/rustlib")
+            .join(TARGET)
+            .join("lib")
+            .is_dir()
+        {
+            return Ok(Toolchain::Rustup);
+        }
     }
-    if let Some(system) = system_toolchain() {
+    if let Some(system) = system_toolchain(sysroot.as_deref()) {
         return Ok(system);
     }
     bail!(
@@ -67,19 +75,19 @@ pub fn detect() -> Result<Toolchain> {
     )
 }
 
-fn rustup_has_target() -> bool {
-    let Ok(output) = Command::new("rustc").args(["--print", "sysroot"]).output() else {
-        return false;
-    };
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    sysroot
-        .join("lib/rustlib")
-        .join(TARGET)
-        .join("lib")
-        .is_dir()
+/// The sysroot of the `rustc` on PATH (rustup's, where rustup is installed).
+fn rustc_sysroot() -> Option<PathBuf> {
+    let output = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
 }
 
-fn system_toolchain() -> Option<Toolchain> {
+fn system_toolchain(sysroot: Option<&Path>) -> Option<Toolchain> {
     let rustc = PathBuf::from("/usr/bin/rustc");
     let cargo = PathBuf::from("/usr/bin/cargo");
     let wasi_libc = PathBuf::from("/usr/lib/wasm32-wasi");
@@ -94,39 +102,27 @@ fn system_toolchain() -> Option<Toolchain> {
     Some(Toolchain::System {
         rustc,
         cargo,
-        component_ld: find_component_ld()?,
+        component_ld: find_component_ld(sysroot)?,
         wasi_libc,
     })
 }
 
-/// `wasm-component-ld` ships inside every rustup toolchain (next to
-/// `rust-lld`), and can also be on PATH from `cargo install`.
-fn find_component_ld() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("wasm-component-ld");
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    let output = Command::new("rustc").arg("-vV").output().ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let host = text
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))?
-        .trim()
-        .to_string();
-    let output = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()?;
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    let candidate = sysroot
-        .join("lib/rustlib")
-        .join(host)
-        .join("bin/wasm-component-ld");
-    candidate.is_file().then_some(candidate)
+/// `wasm-component-ld` can be on PATH (from `cargo install`), and ships
+/// inside every rustup toolchain next to `rust-lld`.
+fn find_component_ld(sysroot: Option<&Path>) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("wasm-component-ld"));
+    let in_toolchain = sysroot
+        .and_then(|sysroot| std::fs::read_dir(sysroot.join("lib/rustlib")).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|host| host.path().join("bin/wasm-component-ld"));
+    on_path
+        .chain(in_toolchain)
+        .find(|candidate| candidate.is_file())
 }
 
 impl Toolchain {

@@ -30,6 +30,16 @@ pub fn example(name: &str) -> PathBuf {
     repo().join("examples").join(name).join("mayfly.toml")
 }
 
+/// The path of an example component built by [`build_examples`], as text
+/// for a manifest.
+pub fn component(name: &str) -> String {
+    repo()
+        .join("examples/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
+}
+
 /// Builds every example guest once per test binary, through `mayfly build`.
 pub fn build_examples() {
     static BUILT: OnceLock<()> = OnceLock::new();

@@ -7,16 +7,9 @@ use proc_macro::{Delimiter, TokenStream, TokenTree};
 /// See `mayfly_guest::http_handler` for the documentation.
 #[proc_macro_attribute]
 pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return compile_error("#[http_handler] takes no arguments");
-    }
-    let name = match handler_name(&item) {
-        Ok(name) => name,
-        Err(message) => return compile_error(message),
-    };
-    let glue: TokenStream = format!(
-        "const _: () = {{
-            struct __MayflyHttpHandler;
+    export("http_handler", attr, item, |name| {
+        format!(
+            "struct __MayflyHttpHandler;
             impl ::mayfly_guest::__private::IncomingHandler for __MayflyHttpHandler {{
                 fn handle(
                     request: ::mayfly_guest::__private::IncomingRequest,
@@ -27,14 +20,9 @@ pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
             }}
             ::mayfly_guest::__private::export_http!(
                 __MayflyHttpHandler with_types_in ::mayfly_guest::__private::http_world
-            );
-        }};"
-    )
-    .parse()
-    .expect("generated glue is valid Rust");
-    let mut out = item;
-    out.extend(glue);
-    out
+            );"
+        )
+    })
 }
 
 /// Marks a function as the job handler of a job process type.
@@ -42,16 +30,9 @@ pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// See `mayfly_guest::job_handler` for the documentation.
 #[proc_macro_attribute]
 pub fn job_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return compile_error("#[job_handler] takes no arguments");
-    }
-    let name = match handler_name(&item) {
-        Ok(name) => name,
-        Err(message) => return compile_error(message),
-    };
-    let glue: TokenStream = format!(
-        "const _: () = {{
-            struct __MayflyJobHandler;
+    export("job_handler", attr, item, |name| {
+        format!(
+            "struct __MayflyJobHandler;
             impl ::mayfly_guest::__private::JobHandler for __MayflyJobHandler {{
                 fn handle(
                     job: ::mayfly_guest::__private::WitJob,
@@ -61,11 +42,29 @@ pub fn job_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
             }}
             ::mayfly_guest::__private::export_worker!(
                 __MayflyJobHandler with_types_in ::mayfly_guest::__private::worker_world
-            );
-        }};"
-    )
-    .parse()
-    .expect("generated glue is valid Rust");
+            );"
+        )
+    })
+}
+
+/// Keeps the function as written and appends, in an anonymous const, the
+/// glue that `glue` makes from its name.
+fn export(
+    attribute: &str,
+    attr: TokenStream,
+    item: TokenStream,
+    glue: impl FnOnce(&str) -> String,
+) -> TokenStream {
+    if !attr.is_empty() {
+        return compile_error(&format!("#[{attribute}] takes no arguments"));
+    }
+    let name = match handler_name(&item) {
+        Ok(name) => name,
+        Err(message) => return compile_error(message),
+    };
+    let glue: TokenStream = format!("const _: () = {{ {} }};", glue(&name))
+        .parse()
+        .expect("generated glue is valid Rust");
     let mut out = item;
     out.extend(glue);
     out
